@@ -1,0 +1,95 @@
+"""The Typer app, its consoles and the error policy shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+# the CLI only writes PNGs; never open a GUI backend
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import click  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+app = typer.Typer(
+    name="fastgr",
+    help="Gradient rescaling (GR) for fastai: train classifiers that stay accurate when labels are wrong.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+state = {"debug": False}
+
+
+class UserError(Exception):
+    "Bad input that the user can fix: shown as one red line, exit status 1."
+
+
+def fail(message: str) -> None:
+    raise UserError(message)
+
+
+def command(*, epilog: str, **kwargs) -> Callable:
+    """Register a command whose errors become one red line and exit status 1 (a traceback with --debug).
+
+    Usage errors stay Click's: exit status 2 with the usage line.
+    """
+
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+                raise
+            except KeyboardInterrupt:
+                err_console.print("[bold red]interrupted[/]", soft_wrap=True)
+                raise typer.Exit(130) from None
+            except Exception as e:  # noqa: BLE001 - the policy: one line, traceback with --debug
+                if state["debug"]:
+                    raise
+                err_console.print(f"[bold red]error:[/] {one_line(e)}", soft_wrap=True, markup=True)
+                raise typer.Exit(1) from None
+
+        return app.command(epilog=epilog, **kwargs)(run)
+
+    return register
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e) if isinstance(e, UserError) else (str(e) or type(e).__name__)
+    if isinstance(e, FileNotFoundError) and e.filename:
+        text = f"no such file or folder: {e.filename}"
+    elif isinstance(e, PermissionError) and e.filename:
+        text = f"permission denied: {e.filename}"
+    text = " ".join(text.split())
+    return text.replace("[", "\\[")
+
+
+def new_file(path: Path, overwrite: bool) -> Path:
+    "Refuse to replace a user's file unless asked."
+    if path.exists() and not overwrite:
+        fail(f"{path} exists; pass --overwrite to replace it")
+    if path.exists() and path.is_dir():
+        fail(f"{path} is a folder, not a file")
+    return path
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+):
+    "Gradient rescaling (GR) for fastai: train classifiers that stay accurate when labels are wrong."
+    state["debug"] = debug
+    if version:
+        import fastgr
+
+        console.print(f"fastgr {fastgr.__version__}")
+        raise typer.Exit()

@@ -1,0 +1,60 @@
+"""`fastgr weights`: GR's emphasis focus, spread and weight curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .base import command, console, new_file
+
+
+def _bar(fraction: float, width: int = 36) -> str:
+    blocks = " ▏▎▍▌▋▊▉█"
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    return "█" * (eighths // 8) + (blocks[eighths % 8] if eighths % 8 else "")
+
+
+@command(epilog="Example: fastgr weights --lam 1 --beta 16 --plot weights.png")
+def weights(
+    lam: float = typer.Option(0.5, "--lam", min=0, help="Emphasis focus parameter (>= 0)."),
+    beta: float = typer.Option(8.0, "--beta", min=0, help="Emphasis spread parameter (>= 0)."),
+    transform: str = typer.Option("exp", "--transform", help="exp (GR) or identity."),
+    steps: int = typer.Option(21, "--steps", min=2, max=1001, help="Points of p shown in the table."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also write the curve as a PNG here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
+):
+    """Show GR's emphasis: its focus, its spread over p, and the weight curve (the paper's Fig. 1)."""
+    import torch
+
+    from fastgr import check_settings, emphasis_focus, emphasis_spread, weight_curve
+
+    check_settings(lam, beta, transform, "sum")
+    if plot is not None:
+        new_file(plot, overwrite)
+    p = torch.linspace(0, 1, steps, dtype=torch.float64)
+    w = weight_curve(p, lam, beta, transform)
+    dense = weight_curve(torch.linspace(0, 1, 1001, dtype=torch.float64), lam, beta, transform)
+    focus = emphasis_focus(lam)
+    console.print(f"emphasis focus  lam/(1+lam) = [bold]{focus:.3f}[/]  (examples with p near it weigh most)")
+    console.print(
+        f"emphasis spread over p in [0, 1] = [bold]{emphasis_spread(dense).item():.4g}[/]  "
+        f"(0: every example alike); max/min weight = {(dense.max() / dense.min()).item():.4g}"
+    )
+    rel = w / dense.mean()
+    table = Table(title=f"weight g(beta·p^lam·(1-p)), {transform}, lam={lam:g}, beta={beta:g}")
+    table.add_column("p", justify="right")
+    table.add_column("weight", justify="right")
+    table.add_column("relative", justify="right")
+    table.add_column("", no_wrap=True)
+    top = rel.max().item()
+    for pi, wi, ri in zip(p.tolist(), w.tolist(), rel.tolist()):
+        table.add_row(f"{pi:.2f}", f"{wi:.4g}", f"{ri:.3f}", _bar(ri / top if top > 0 else 0))
+    console.print(table)
+    console.print("relative: weight / its mean over p in [0, 1] (1 = an average example)")
+    if plot is not None:
+        from fastgr.plots import plot_weight_curves, save_figure
+
+        save_figure(plot_weight_curves([(lam, beta)], transform), plot)
+        console.print(f"wrote {plot}")

@@ -1,0 +1,215 @@
+"""The gradient of gradient rescaling (GR), as pure tensor functions.
+
+GR replaces the gradient that a classification loss sends into the logits with
+`G_i = w_i * u_i / norm`: `u_i` is the unit-L1 direction of the cross-entropy
+gradient and `w_i = g(beta * p_i**lam * (1 - p_i))` a weight of the probability
+`p_i` that the model gives example i's label (Wang et al., arXiv:1905.11233).
+
+Everything here is computed without cancellation, so it stays finite for any
+finite logits and any `beta`: `1 - p_i` comes from log-sum-exps, the direction
+from a softmax with the target logit masked out, and the "sum"-normalised
+exponential weights from a softmax over the batch. No function here moves data
+between devices or synchronises with the host on an accelerator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "TRANSFORMS",
+    "NORMALIZATIONS",
+    "GRTerms",
+    "check_settings",
+    "gr_terms",
+    "gr_gradient",
+    "emphasis_weights",
+    "emphasis_focus",
+    "emphasis_spread",
+    "effective_sample_size",
+    "weight_curve",
+]
+
+TRANSFORMS = ("exp", "identity")
+NORMALIZATIONS = ("sum", "mean")
+
+# exp(beta) must stay finite in float32 when weights are not normalised over the batch
+_MAX_MEAN_EXP_BETA = 80.0
+
+
+def check_settings(
+    lam: float,  # emphasis focus parameter: examples near p = lam / (1 + lam) get the largest weight; >= 0
+    beta: float,  # emphasis spread parameter: 0 weights every example alike, larger concentrates; >= 0
+    transform: str = "exp",  # `g` applied to `beta * p**lam * (1 - p)`: "exp" (GR) or "identity"
+    normalize: str = "sum",  # "sum": weights normalised over the batch; "mean": divided by the batch size
+) -> None:
+    "Raise a `ValueError` that names the problem if the GR settings are not valid."
+    for name, v in (("lam", lam), ("beta", beta)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{name} must be a number, got {v!r}")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    if transform == "exp" and normalize == "mean" and beta > _MAX_MEAN_EXP_BETA:
+        raise ValueError(
+            f"beta={beta} with transform='exp' and normalize='mean' overflows exp(beta) in float32; "
+            f"use normalize='sum' (overflow-free for any beta) or beta <= {_MAX_MEAN_EXP_BETA:g}"
+        )
+
+
+def _check_inputs(logits: Tensor, targets: Tensor) -> None:
+    if not isinstance(logits, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError("logits and targets must be tensors")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if logits.ndim < 2:
+        raise ValueError(f"logits must have shape (B, C) or (B, C, *), got {tuple(logits.shape)}")
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"the class axis (dim 1) of the logits has size {logits.shape[1]}; GR needs at least 2 classes"
+        )
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(
+            f"targets must be integer class labels, got {targets.dtype}: GR is not defined for soft or "
+            "multi-label targets (MixUp, CutMix, label smoothing, BCE)"
+        )
+    expected = logits.shape[:1] + logits.shape[2:]
+    if targets.shape != expected:
+        raise ValueError(
+            f"targets of shape {tuple(targets.shape)} do not match logits of shape {tuple(logits.shape)}; "
+            f"expected {tuple(expected)} (one integer label per example, class axis 1)"
+        )
+    n_classes = logits.shape[1]
+    if targets.numel() == 0:
+        return
+    if targets.device.type == "cpu":
+        lo, hi = int(targets.min()), int(targets.max())
+        if lo < 0 or hi >= n_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"label {bad} is outside [0, {n_classes}) for logits with {n_classes} classes")
+    elif targets.device.type == "cuda":
+        # checked on the device, so the training step never waits for the host
+        torch._assert_async(
+            ((targets >= 0) & (targets < n_classes)).all(),
+            f"fastgr: labels outside [0, {n_classes})",
+        )
+
+
+class GRTerms(NamedTuple):
+    "What one GR step computes; `weight` and `p` are flat over the N examples (B times any extra dims)."
+
+    gradient: Tensor  # (B, C, *) like the logits, in their dtype: G, the gradient to send into them
+    weight: Tensor  # (N,) float32 or float64: normalised weight of each example, G_i = weight_i * u_i
+    p: Tensor  # (N,) float32 or float64: probability of each example's label, p_i
+
+
+def gr_terms(
+    logits: Tensor,  # (B, C) or (B, C, *), class axis 1; each position of the extra dims is one example
+    targets: Tensor,  # (B,) or (B, *): integer labels in [0, C)
+    lam: float = 0.5,  # emphasis focus parameter: the largest weight goes to p = lam / (1 + lam); >= 0
+    beta: float = 8.0,  # emphasis spread parameter: 0 weights every example alike; >= 0
+    transform: str = "exp",  # "exp" (GR) or "identity": `g` in w = g(beta * p**lam * (1 - p))
+    normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
+) -> GRTerms:
+    "GR's gradient w.r.t. `logits`, with the per-example weights and label probabilities it came from."
+    check_settings(lam, beta, transform, normalize)
+    _check_inputs(logits, targets)
+    n_classes = logits.shape[1]
+    # float32 at least, so half-precision logits get exact-enough weights; float64 stays float64
+    cdtype = torch.promote_types(logits.dtype, torch.float32)
+    with torch.autocast(logits.device.type, enabled=False):
+        z = logits.detach().movedim(1, -1).reshape(-1, n_classes).to(cdtype)  # (N, C)
+        t = targets.reshape(-1, 1).long()  # (N, 1)
+        is_label = torch.zeros_like(z, dtype=torch.bool).scatter_(1, t, True)
+        z_other = z.masked_fill(is_label, float("-inf"))
+        lse = torch.logsumexp(z, dim=1)  # (N,)
+        log_p = z.gather(1, t).squeeze(1) - lse  # log p_i, finite for finite logits
+        log_1mp = torch.logsumexp(z_other, dim=1) - lse  # log(1 - p_i), no cancellation
+        # s_i = beta * p_i**lam * (1 - p_i) in [0, beta]; lam = 0 gives p**0 = 1 since log_p is finite
+        s = beta * torch.exp(lam * log_p + log_1mp)
+        n = s.shape[0]
+        if transform == "exp":
+            weight = torch.softmax(s, dim=0) if normalize == "sum" else torch.exp(s) / n
+        elif normalize == "sum":
+            weight = s / s.sum().clamp_min(torch.finfo(cdtype).tiny)
+        else:
+            weight = s / n
+        # u_i = (p_i - onehot) / ||.||_1 = q_i / 2 off the label and -1/2 on it
+        u = torch.softmax(z_other, dim=1).mul_(0.5).masked_fill_(is_label, -0.5)
+        g = (u * weight[:, None]).to(logits.dtype)
+        shape = logits.shape[:1] + logits.shape[2:] + (n_classes,)
+        gradient = g.reshape(shape).movedim(-1, 1)
+    return GRTerms(gradient, weight, torch.exp(log_p))
+
+
+def gr_gradient(
+    logits: Tensor,  # (B, C) or (B, C, *), class axis 1; each position of the extra dims is one example
+    targets: Tensor,  # (B,) or (B, *): integer labels in [0, C)
+    lam: float = 0.5,  # emphasis focus parameter: the largest weight goes to p = lam / (1 + lam); >= 0
+    beta: float = 8.0,  # emphasis spread parameter: 0 weights every example alike; >= 0
+    transform: str = "exp",  # "exp" (GR) or "identity": `g` in w = g(beta * p**lam * (1 - p))
+    normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
+) -> Tensor:  # (B, C, *) like `logits`, in their dtype
+    """GR's gradient `G` w.r.t. the logits: `G_i = w_i * u_i / norm` (DESIGN.md, "The gradient").
+
+    With `transform="identity", normalize="mean"` it equals the mean-reduced gradient of cross-entropy
+    (beta=2, lam=0), of MAE `2 * (1 - p_y)` (beta=4, lam=1) and of GCE `(1 - p_y**q) / q` (beta=2, lam=q).
+    """
+    return gr_terms(logits, targets, lam, beta, transform, normalize).gradient
+
+
+def emphasis_weights(
+    logits: Tensor,  # (B, C) or (B, C, *), class axis 1
+    targets: Tensor,  # (B,) or (B, *): integer labels in [0, C)
+    lam: float = 0.5,  # emphasis focus parameter; >= 0
+    beta: float = 8.0,  # emphasis spread parameter; >= 0
+    transform: str = "exp",  # "exp" (GR) or "identity"
+    normalize: str = "sum",  # "sum" (weights add up to 1 over the batch) or "mean" (divided by the batch size)
+) -> Tensor:  # (B,) or (B, *) like `targets`, float32 (float64 for float64 logits)
+    "The normalised weight GR gives each example: `gr_gradient(...)[i] == weight[i] * u_i`."
+    return gr_terms(logits, targets, lam, beta, transform, normalize).weight.reshape(targets.shape)
+
+
+def emphasis_focus(
+    lam: float,  # emphasis focus parameter, >= 0
+) -> float:  # the probability p that gets the largest weight, in [0, 1)
+    "The *emphasis focus* `lam / (1 + lam)`: where `p**lam * (1 - p)` peaks."
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    return lam / (1 + lam)
+
+
+def emphasis_spread(
+    weights: Tensor,  # (N,) or any shape: the weights of one batch (normalised or not)
+) -> Tensor:  # scalar: 0 when every example is weighted alike
+    "The *emphasis spread* (paper, Def. 2): the variance of the weights after rescaling them to mean 1."
+    w = weights.reshape(-1).float() if weights.dtype != torch.float64 else weights.reshape(-1)
+    return torch.var(w / w.mean(), correction=0)
+
+
+def effective_sample_size(
+    weights: Tensor,  # (N,) or any shape: the weights of one batch (normalised or not), >= 0
+) -> Tensor:  # scalar in (0, 1]: 1 when every example is weighted alike, 1/N when one carries the batch
+    "Kish's effective sample size `(sum w)**2 / sum w**2` as a fraction of the batch size."
+    w = weights.reshape(-1).float() if weights.dtype != torch.float64 else weights.reshape(-1)
+    return w.sum().square() / w.square().sum() / w.numel()
+
+
+def weight_curve(
+    p: Tensor | float,  # probability of the label, in [0, 1]; any shape
+    lam: float = 0.5,  # emphasis focus parameter; >= 0
+    beta: float = 8.0,  # emphasis spread parameter; >= 0
+    transform: str = "exp",  # "exp" (GR) or "identity"
+) -> Tensor:  # like `p`: the unnormalised weight g(beta * p**lam * (1 - p))
+    "The weight GR gives an example as a function of its label's probability (the paper's Fig. 1)."
+    check_settings(lam, beta, transform, "sum")
+    p = torch.as_tensor(p, dtype=torch.float64)
+    s = beta * p.pow(lam) * (1 - p)
+    return torch.exp(s) if transform == "exp" else s

@@ -1,0 +1,117 @@
+"""Figures of GR: the weight curve (paper, Fig. 1), weights of flipped against clean examples, learning curves.
+
+Every function returns a matplotlib `Figure` and never shows or saves it; `save_figure` writes a PNG
+atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .gradient import emphasis_focus, weight_curve
+from .runs import atomic_path
+
+__all__ = ["plot_weight_curves", "plot_weight_vs_p", "plot_weights_flipped_clean", "plot_learning_curves",
+           "save_figure"]
+
+
+def plot_weight_curves(
+    settings: Sequence[tuple[float, float]],  # (lam, beta) pairs, one curve each
+    transform: str = "exp",  # "exp" (GR) or "identity"
+    normalized: bool = True,  # divide each curve by its mean over p in [0, 1], as the batch normalisation does
+) -> Figure:
+    "Weight against the label's probability p for each (lam, beta), the emphasis focus marked (Fig. 1)."
+    p = np.linspace(0, 1, 401)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for lam, beta in settings:
+        w = weight_curve(p, lam, beta, transform).numpy()
+        if normalized:
+            w = w / w.mean()
+        (line,) = ax.plot(p, w, label=f"lam={lam:g}, beta={beta:g}")
+        ax.axvline(emphasis_focus(lam), color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("p, probability of the labelled class")
+    ax.set_ylabel("relative weight" if normalized else "weight")
+    ax.set_title("GR's emphasis (dotted: emphasis focus)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weight_vs_p(
+    examples: pd.DataFrame,  # columns p and weight (and optionally flipped), as `GRCallback.examples`
+    lam: float | None = None,  # draw the emphasis focus of this lam
+) -> Figure:
+    "Each training example's weight against its p: clean and flipped examples in two colours when known."
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    groups = [("clean", ~examples["flipped"].astype(bool)), ("flipped", examples["flipped"].astype(bool))] \
+        if "flipped" in examples else [("examples", np.ones(len(examples), bool))]
+    for name, m in groups:
+        ax.scatter(examples["p"][m], examples["weight"][m], s=4, alpha=0.5, label=name)
+    if lam is not None:
+        ax.axvline(emphasis_focus(lam), color="k", ls=":", lw=1, label="emphasis focus")
+    ax.set_xlabel("p, probability of the given label")
+    ax.set_ylabel("weight (1 = batch average)")
+    ax.set_title("GR weight of each training example, last epoch")
+    ax.legend(fontsize=8, markerscale=3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weights_flipped_clean(
+    examples: pd.DataFrame,  # columns weight and flipped
+) -> Figure:
+    "Histograms of the weights of clean and of flipped (mislabelled) training examples."
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    w = examples["weight"].to_numpy()
+    flipped = examples["flipped"].astype(bool).to_numpy()
+    bins = np.linspace(0, max(float(w.max()), 1e-6), 41)
+    for name, m in (("clean", ~flipped), ("flipped", flipped)):
+        if m.any():
+            ax.hist(w[m], bins=bins, alpha=0.6, density=True,
+                    label=f"{name} (n={int(m.sum())}, mean {w[m].mean():.2f})")
+    ax.set_xlabel("weight (1 = batch average)")
+    ax.set_ylabel("density")
+    ax.set_title("GR weights: clean vs flipped labels, last epoch")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(
+    metrics: pd.DataFrame,  # per epoch: columns epoch, train_loss, and any of valid_loss, train_acc, test_acc
+) -> Figure:
+    "Losses and accuracies per epoch, train beside test."
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    for col in ("train_loss", "valid_loss"):
+        if col in metrics:
+            a1.plot(metrics["epoch"], metrics[col], marker=".", label=col)
+    a1.set_xlabel("epoch")
+    a1.set_title("loss")
+    a1.legend(fontsize=8)
+    for col in ("train_acc_given", "train_acc_true", "test_acc"):
+        if col in metrics:
+            a2.plot(metrics["epoch"], metrics[col], marker=".", label=col)
+    a2.set_xlabel("epoch")
+    a2.set_ylim(0, 1)
+    a2.set_title("accuracy")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(
+    fig: Figure,  # the figure to write
+    path: str | Path,  # where the PNG goes; replaced atomically
+) -> Path:
+    "Write `fig` as a PNG without leaving a half-written file behind, then close it."
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
