@@ -1,6 +1,8 @@
-"""The `fastgr` Typer app: every command module registers itself on `app`."""
+"""The `fastgr` Typer app: every command module registers itself on `app`, in the order --help lists them."""
 
-from . import weights  # noqa: F401  (registers its command)
+# isort: off
+from . import train, noise, correct, weights, models  # noqa: F401  (each registers its command)
+# isort: on
 from .base import app
 
 __all__ = ["app"]

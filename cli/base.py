@@ -10,9 +10,13 @@ from pathlib import Path
 # the CLI only writes PNGs; never open a GUI backend
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import click  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+
+try:  # typer vendors click since 0.24; its exceptions are not the `click` package's
+    from typer._click.exceptions import ClickException, UsageError  # noqa: E402
+except ImportError:  # pragma: no cover - older typer
+    from click.exceptions import ClickException, UsageError  # noqa: E402
 
 app = typer.Typer(
     name="fastgr",
@@ -35,6 +39,11 @@ def fail(message: str) -> None:
     raise UserError(message)
 
 
+def usage_error(message: str) -> None:
+    "Wrong use of the command line: Click's usage message, exit status 2."
+    raise UsageError(message)
+
+
 def command(*, epilog: str, **kwargs) -> Callable:
     """Register a command whose errors become one red line and exit status 1 (a traceback with --debug).
 
@@ -46,7 +55,7 @@ def command(*, epilog: str, **kwargs) -> Callable:
         def run(*args, **kw):
             try:
                 return fn(*args, **kw)
-            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            except (typer.Exit, typer.Abort, ClickException):
                 raise
             except KeyboardInterrupt:
                 err_console.print("[bold red]interrupted[/]", soft_wrap=True)
@@ -64,10 +73,8 @@ def command(*, epilog: str, **kwargs) -> Callable:
 
 def one_line(e: BaseException) -> str:
     text = str(e) if isinstance(e, UserError) else (str(e) or type(e).__name__)
-    if isinstance(e, FileNotFoundError) and e.filename:
-        text = f"no such file or folder: {e.filename}"
-    elif isinstance(e, PermissionError) and e.filename:
-        text = f"permission denied: {e.filename}"
+    if isinstance(e, OSError) and e.filename:
+        text = f"{e.strerror or type(e).__name__}: {e.filename}"
     text = " ".join(text.split())
     return text.replace("[", "\\[")
 
@@ -81,15 +88,19 @@ def new_file(path: Path, overwrite: bool) -> Path:
     return path
 
 
-@app.callback()
-def main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-):
-    "Gradient rescaling (GR) for fastai: train classifiers that stay accurate when labels are wrong."
-    state["debug"] = debug
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         import fastgr
 
         console.print(f"fastgr {fastgr.__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+):
+    "Gradient rescaling (GR) for fastai: train classifiers that stay accurate when labels are wrong."
+    state["debug"] = debug

@@ -1,49 +1,39 @@
 """fastgr: gradient rescaling (GR) for fastai — train classifiers that stay accurate when labels are wrong.
 
-`import fastgr` is light (torch only); names that need fastai, timm or scikit-learn load on first use.
+`import fastgr` is instant; each name loads its module (torch, fastai, timm...) on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-
-from .gradient import (
-    GRTerms,
-    check_settings,
-    effective_sample_size,
-    emphasis_focus,
-    emphasis_spread,
-    emphasis_weights,
-    gr_gradient,
-    gr_terms,
-    weight_curve,
-)
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("fastgr")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-# name -> module; importing fastai costs seconds, so these load when first used
-_LAZY = {
-    "GRCallback": "callback",
-    "GRStat": "callback",
-    "batch_indices": "callback",
+# public name -> the module that holds it
+_EXPORTS = {
+    "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus", "emphasis_spread",
+                 "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve"],
+    "callback": ["GRCallback"],
+    "telemetry": ["FitMonitor", "batch_indices"],
+    "noise": ["NoisyLabels", "add_noise", "symmetric_noise", "pairflip_noise", "asymmetric_noise", "save_labels",
+              "load_labels"],
+    "correction": ["relabel", "correction_report"],
+    "presets": ["paper_setting"],
+    "data": ["ImageData", "TensorDL", "load_data", "make_dataloaders"],
+    "models": ["create_model", "list_backbones"],
+    "experiment": ["TrainConfig", "train_run", "correct_run"],
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_LAZY)
 
-__all__ = [
-    "GRTerms",
-    "check_settings",
-    "effective_sample_size",
-    "emphasis_focus",
-    "emphasis_spread",
-    "emphasis_weights",
-    "gr_gradient",
-    "gr_terms",
-    "weight_curve",
-    *_LAZY,
-]
+if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazily
+    from .callback import GRCallback  # noqa: F401
+    from .gradient import gr_gradient  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -10,6 +10,12 @@ finite logits and any `beta`: `1 - p_i` comes from log-sum-exps, the direction
 from a softmax with the target logit masked out, and the "sum"-normalised
 exponential weights from a softmax over the batch. No function here moves data
 between devices or synchronises with the host on an accelerator.
+
+`eps` is the authors' reference layer's `(p - y) / (2 - 2p + eps)`: the unit direction is scaled by
+`r_i = 2(1 - p_i) / (2(1 - p_i) + eps)`, which is 1 until an example is fitted to `1 - p_i ~ eps` and then
+falls to 0. With `eps = 0` (the bare formula) a batch whose examples are all fitted still gets a unit push, the
+logits grow without bound and training diverges (measured: GR on clean digits, 0.36 test accuracy at eps 0,
+0.99 at eps 1e-6); see the README, "Numerics".
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "REFERENCE_EPS",
     "TRANSFORMS",
     "NORMALIZATIONS",
     "GRTerms",
@@ -39,6 +46,8 @@ NORMALIZATIONS = ("sum", "mean")
 
 # exp(beta) must stay finite in float32 when weights are not normalised over the batch
 _MAX_MEAN_EXP_BETA = 80.0
+# the reference layer's epsilon in (p - y) / (2 - 2p + eps)
+REFERENCE_EPS = 1e-6
 
 
 def check_settings(
@@ -46,9 +55,10 @@ def check_settings(
     beta: float,  # emphasis spread parameter: 0 weights every example alike, larger concentrates; >= 0
     transform: str = "exp",  # `g` applied to `beta * p**lam * (1 - p)`: "exp" (GR) or "identity"
     normalize: str = "sum",  # "sum": weights normalised over the batch; "mean": divided by the batch size
+    eps: float = REFERENCE_EPS,  # saturation of the reference layer: fitted examples stop pushing; >= 0
 ) -> None:
     "Raise a `ValueError` that names the problem if the GR settings are not valid."
-    for name, v in (("lam", lam), ("beta", beta)):
+    for name, v in (("lam", lam), ("beta", beta), ("eps", eps)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"{name} must be a number, got {v!r}")
         if not math.isfinite(v) or v < 0:
@@ -106,7 +116,7 @@ class GRTerms(NamedTuple):
     "What one GR step computes; `weight` and `p` are flat over the N examples (B times any extra dims)."
 
     gradient: Tensor  # (B, C, *) like the logits, in their dtype: G, the gradient to send into them
-    weight: Tensor  # (N,) float32 or float64: normalised weight of each example, G_i = weight_i * u_i
+    weight: Tensor  # (N,) float32 or float64: normalised weight of each example, G_i = weight_i * r_i * u_i
     p: Tensor  # (N,) float32 or float64: probability of each example's label, p_i
 
 
@@ -117,9 +127,10 @@ def gr_terms(
     beta: float = 8.0,  # emphasis spread parameter: 0 weights every example alike; >= 0
     transform: str = "exp",  # "exp" (GR) or "identity": `g` in w = g(beta * p**lam * (1 - p))
     normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
+    eps: float = REFERENCE_EPS,  # the reference layer's saturation: direction times 2(1-p) / (2(1-p) + eps)
 ) -> GRTerms:
     "GR's gradient w.r.t. `logits`, with the per-example weights and label probabilities it came from."
-    check_settings(lam, beta, transform, normalize)
+    check_settings(lam, beta, transform, normalize, eps)
     _check_inputs(logits, targets)
     n_classes = logits.shape[1]
     # float32 at least, so half-precision logits get exact-enough weights; float64 stays float64
@@ -132,18 +143,25 @@ def gr_terms(
         lse = torch.logsumexp(z, dim=1)  # (N,)
         log_p = z.gather(1, t).squeeze(1) - lse  # log p_i, finite for finite logits
         log_1mp = torch.logsumexp(z_other, dim=1) - lse  # log(1 - p_i), no cancellation
-        # s_i = beta * p_i**lam * (1 - p_i) in [0, beta]; lam = 0 gives p**0 = 1 since log_p is finite
-        s = beta * torch.exp(lam * log_p + log_1mp)
-        n = s.shape[0]
+        # p_i**lam * (1 - p_i) in [0, 1]; lam = 0 gives p**0 = 1 since log_p is finite
+        base = torch.exp(lam * log_p + log_1mp)
+        n = base.shape[0]
         if transform == "exp":
+            s = beta * base
             weight = torch.softmax(s, dim=0) if normalize == "sum" else torch.exp(s) / n
         elif normalize == "sum":
-            weight = s / s.sum().clamp_min(torch.finfo(cdtype).tiny)
+            # beta cancels; leaving it out keeps tiny betas from underflowing
+            weight = base / base.sum().clamp_min(torch.finfo(cdtype).tiny) if beta > 0 else torch.zeros_like(base)
         else:
-            weight = s / n
+            weight = beta * base / n
         # u_i = (p_i - onehot) / ||.||_1 = q_i / 2 off the label and -1/2 on it
         u = torch.softmax(z_other, dim=1).mul_(0.5).masked_fill_(is_label, -0.5)
-        g = (u * weight[:, None]).to(logits.dtype)
+        scale = weight
+        if eps > 0:
+            # r_i = 2(1-p) / (2(1-p) + eps) from the exact 1 - p_i; 0 where 1 - p_i underflows
+            one_minus_p = torch.exp(log_1mp)
+            scale = weight * (one_minus_p / (one_minus_p + eps / 2))
+        g = (u * scale[:, None]).to(logits.dtype)
         shape = logits.shape[:1] + logits.shape[2:] + (n_classes,)
         gradient = g.reshape(shape).movedim(-1, 1)
     return GRTerms(gradient, weight, torch.exp(log_p))
@@ -156,13 +174,15 @@ def gr_gradient(
     beta: float = 8.0,  # emphasis spread parameter: 0 weights every example alike; >= 0
     transform: str = "exp",  # "exp" (GR) or "identity": `g` in w = g(beta * p**lam * (1 - p))
     normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
+    eps: float = REFERENCE_EPS,  # the reference layer's saturation; 0 for the bare formula
 ) -> Tensor:  # (B, C, *) like `logits`, in their dtype
-    """GR's gradient `G` w.r.t. the logits: `G_i = w_i * u_i / norm` (DESIGN.md, "The gradient").
+    """GR's gradient `G` w.r.t. the logits: `G_i = w_i * r_i * u_i / norm` (DESIGN.md, "The gradient").
 
-    With `transform="identity", normalize="mean"` it equals the mean-reduced gradient of cross-entropy
-    (beta=2, lam=0), of MAE `2 * (1 - p_y)` (beta=4, lam=1) and of GCE `(1 - p_y**q) / q` (beta=2, lam=q).
+    With `transform="identity", normalize="mean", eps=0` it equals the mean-reduced gradient of cross-entropy
+    (beta=2, lam=0), of MAE `2 * (1 - p_y)` (beta=4, lam=1) and of GCE `(1 - p_y**q) / q` (beta=2, lam=q);
+    the default `eps` moves each entry by at most `beta * eps / 4` divided by the batch size.
     """
-    return gr_terms(logits, targets, lam, beta, transform, normalize).gradient
+    return gr_terms(logits, targets, lam, beta, transform, normalize, eps).gradient
 
 
 def emphasis_weights(
@@ -173,7 +193,7 @@ def emphasis_weights(
     transform: str = "exp",  # "exp" (GR) or "identity"
     normalize: str = "sum",  # "sum" (weights add up to 1 over the batch) or "mean" (divided by the batch size)
 ) -> Tensor:  # (B,) or (B, *) like `targets`, float32 (float64 for float64 logits)
-    "The normalised weight GR gives each example: `gr_gradient(...)[i] == weight[i] * u_i`."
+    "The normalised weight GR gives each example: `gr_gradient(..., eps=0)[i] == weight[i] * u_i`."
     return gr_terms(logits, targets, lam, beta, transform, normalize).weight.reshape(targets.shape)
 
 

@@ -160,7 +160,7 @@ def save_labels(
     noisy: NoisyLabels,  # the labelling
     classes: Sequence[str],  # class names, in label order
     items: Sequence[str] | None = None,  # one name per example (a path, or "digits:17"); the index if None
-    corrected: np.ndarray | None = None,  # (N,) corrected labels, written as a `corrected_label` column
+    columns: dict[str, np.ndarray] | None = None,  # more labellings by column name, e.g. corrected_label
 ) -> Path:
     "Write one labelling — index, item, true and given label (by class name), flipped — atomically."
     classes = [str(c) for c in classes]
@@ -172,8 +172,8 @@ def save_labels(
         "given_label": np.asarray(classes, dtype=object)[noisy.given],
         "flipped": noisy.flipped.astype(int),
     })
-    if corrected is not None:
-        frame["corrected_label"] = np.asarray(classes, dtype=object)[np.asarray(corrected, dtype=np.int64)]
+    for name, labels in (columns or {}).items():
+        frame[name] = np.asarray(classes, dtype=object)[np.asarray(labels, dtype=np.int64)]
     path = Path(path)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)

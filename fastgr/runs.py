@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_json"]
+__all__ = ["Reporter", "atomic_path", "write_text", "write_json", "read_json"]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -24,6 +27,7 @@ def atomic_path(
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -55,3 +59,19 @@ def _jsonable(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+class Reporter:
+    "Receives a run's progress (the CLI renders it); the base class ignores everything."
+
+    def phase(self, name: str, epochs: int, start: int = 0) -> None:
+        "A training phase begins: `name` (train, retrain), `epochs` in all, resumed after `start`."
+
+    def batch(self, i: int, n: int) -> None:
+        "Training batch `i` of `n` of the current epoch is done."
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        "An epoch is done; `row` is its line of metrics.csv."
+
+    def note(self, text: str, level: str = "info") -> None:
+        "Something worth telling the user; `level` is info or warn."

@@ -17,3 +17,44 @@ settings.load_profile("ci")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def _pattern(c: int, rng, size: int):
+    "A learnable picture of class c: a bright block whose position encodes the class, plus noise."
+    import numpy as np
+
+    img = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    r, col = divmod(c, 2)
+    h = size // 2
+    img[r * h // 2 : r * h // 2 + h, col * h : col * h + h] = 220
+    return img
+
+
+def make_image_folder(root, classes=("cat", "dog", "owl"), per_class=16, held_out=6, size=8, split=True,
+                      corrupt=0, seed=0):
+    """Write a tiny image-folder dataset: train/ and valid/ class folders (or one tree), PNG files.
+
+    `corrupt` files with an image extension but garbage bytes are added to the first training class.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        for split_name, n in (("train", per_class), ("valid", held_out)):
+            d = root / split_name / name if split else root / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(_pattern(c, rng, size)).save(d / f"{split_name}_{i:03d}.png")
+    first = root / "train" / classes[0] if split else root / classes[0]
+    for i in range(corrupt):
+        (first / f"broken_{i}.png").write_bytes(b"this is not a png" * (i + 1))
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_image_folder(tmp_path / "imgs")

@@ -49,19 +49,22 @@ def test_identity_mean_reproduces_known_losses(loss, shape):
     y = torch.randint(0, C, (B,), generator=g)
     fn, beta, lam = LOSSES[loss]
     expected = autograd_grad(fn, z, y)
-    got = gr_gradient(z, y, lam=lam, beta=beta, transform="identity", normalize="mean")
+    got = gr_gradient(z, y, lam=lam, beta=beta, transform="identity", normalize="mean", eps=0)
     assert got.dtype == torch.float64 and got.shape == z.shape
     err = (got - expected).abs().max().item()
     assert err <= 1e-6
     # and relative to the gradient's own size, so tiny gradients (large C) are checked too
     assert expected.abs().max().item() > 0 and err <= 1e-9 * expected.abs().max().item()
+    # the reference layer's saturation (the default) stays within beta * eps / 4 / B of it
+    default = gr_gradient(z, y, lam=lam, beta=beta, transform="identity", normalize="mean")
+    assert (default - expected).abs().max().item() <= beta * 1e-6 / 4 / B + 1e-15
 
 
 def test_extra_dims_are_examples_like_cross_entropy():
     z = torch.randn(3, 5, 4, 2, dtype=torch.float64)
     y = torch.randint(0, 5, (3, 4, 2))
     expected = autograd_grad(lambda a, b: F.cross_entropy(a, b), z, y)
-    got = gr_gradient(z, y, lam=0, beta=2, transform="identity", normalize="mean")
+    got = gr_gradient(z, y, lam=0, beta=2, transform="identity", normalize="mean", eps=0)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     # and with GR's defaults it equals the (B*H*W, C) computation, rearranged
     flat = gr_gradient(z.movedim(1, -1).reshape(-1, 5), y.reshape(-1))
@@ -101,12 +104,40 @@ def test_matches_naive_eq6(B, C, lam, beta, scale, transform, normalize, seed):
     if transform == "identity" and normalize == "sum" and beta == 0:
         beta = 1.0  # 0/0 in the naive form; covered separately below
     expected = naive_eq6(z, y, lam, beta, transform, normalize)
-    got = gr_gradient(z, y, lam, beta, transform, normalize)
+    got = gr_gradient(z, y, lam, beta, transform, normalize, eps=0)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
     # and in float32, to float32 accuracy
-    got32 = gr_gradient(z.float(), y, lam, beta, transform, normalize)
+    got32 = gr_gradient(z.float(), y, lam, beta, transform, normalize, eps=0)
     assert got32.dtype == torch.float32
     torch.testing.assert_close(got32.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def naive_reference_layer(z, y, lam, beta, eps):
+    """The authors' Caffe GR layer written out in float64: diff = (p - y) / (2 - 2p + eps) * w, over sum w."""
+    z = z.double()
+    B, C = z.shape
+    p = torch.softmax(z, 1)
+    onehot = torch.zeros(B, C, dtype=torch.float64)
+    onehot[torch.arange(B), y] = 1
+    py = p[torch.arange(B), y]
+    w = torch.exp(beta * py**lam * (1 - py))
+    return (p - onehot) / (2 - 2 * py[:, None] + eps) * w[:, None] / w.sum()
+
+
+@given(
+    B=st.integers(1, 48),
+    C=st.integers(2, 40),
+    lam=st.floats(0, 4),
+    beta=st.floats(0, 40),
+    scale=st.floats(0.05, 12),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_default_matches_the_reference_layer(B, C, lam, beta, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, C, generator=g, dtype=torch.float64) * scale
+    y = torch.randint(0, C, (B,), generator=g)
+    expected = naive_reference_layer(z, y, lam, beta, 1e-6)
+    torch.testing.assert_close(gr_gradient(z, y, lam, beta), expected, rtol=1e-7, atol=1e-12)
 
 
 def test_identity_sum_with_beta_zero_is_zero_not_nan():
@@ -137,7 +168,7 @@ def test_extreme_logits_stay_finite(dtype, normalize, transform):
     z[torch.arange(3), y[:3]] = 1e4  # target logit far above the rest: p rounds to 1
     z[torch.arange(3, 6), y[3:]] = -1e4  # far below: p rounds to 0
     z = z.to(dtype)
-    terms = gr_terms(z, y, lam=1, beta=16, transform=transform, normalize=normalize)
+    terms = gr_terms(z, y, lam=1, beta=16, transform=transform, normalize=normalize, eps=0)
     G = terms.gradient
     assert G.dtype == dtype and torch.isfinite(G).all()
     assert torch.isfinite(terms.weight).all() and torch.isfinite(terms.p).all()
@@ -148,6 +179,11 @@ def test_extreme_logits_stay_finite(dtype, normalize, transform):
     torch.testing.assert_close(u[ok, :].abs().sum(1), torch.ones(int(ok.sum())), rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(u[ok].gather(1, y[ok][:, None]).squeeze(1), torch.full((int(ok.sum()),), -0.5),
                                rtol=1e-2, atol=1e-2)
+    # with the reference layer's saturation, examples fitted to p = 1 push no more; the rest are unchanged
+    sat = gr_terms(z, y, lam=1, beta=16, transform=transform, normalize=normalize)
+    assert torch.isfinite(sat.gradient).all()
+    assert sat.gradient[:3].abs().max().item() == 0
+    torch.testing.assert_close(sat.gradient[3:].float(), G[3:].float(), rtol=1e-2, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -155,8 +191,9 @@ def test_huge_beta_does_not_overflow_with_sum(dtype):
     g = torch.Generator().manual_seed(3)
     z = (torch.randn(256, 10, generator=g) * 4).to(dtype)
     y = torch.randint(0, 10, (256,), generator=g)
-    terms = gr_terms(z, y, lam=1, beta=1e4)
+    terms = gr_terms(z, y, lam=1, beta=1e4, eps=0)
     assert torch.isfinite(terms.gradient).all()
+    assert torch.isfinite(gr_gradient(z, y, lam=1, beta=1e4)).all()
     total = terms.weight.sum().item()
     assert total == pytest.approx(1.0, abs=1e-5)
     # every example contributes an L1 mass of its weight: the batch's gradient has L1 norm 1
@@ -170,7 +207,7 @@ def test_huge_beta_does_not_overflow_with_sum(dtype):
 def test_sum_normalised_weights_add_to_one_and_grad_l1_is_one():
     z, y = torch.randn(100, 7) * 2, torch.randint(0, 7, (100,))
     for transform in ("exp", "identity"):
-        t = gr_terms(z, y, 0.5, 8, transform, "sum")
+        t = gr_terms(z, y, 0.5, 8, transform, "sum", eps=0)
         assert t.weight.sum().item() == pytest.approx(1, abs=1e-6)
         assert t.gradient.abs().sum().item() == pytest.approx(1, abs=1e-5)
         # each row of G sums to zero, like every softmax-loss gradient
@@ -223,6 +260,7 @@ def test_gradient_keeps_logits_dtype_and_shape():
         (dict(transform="softplus"), "unknown transform 'softplus'"),
         (dict(normalize="batch"), "unknown normalize 'batch'"),
         (dict(beta=100, normalize="mean"), "overflows exp"),
+        (dict(eps=-1e-6), "eps must be a finite number >= 0"),
     ],
 )
 def test_bad_settings_are_named(kwargs, match):

@@ -1,0 +1,106 @@
+"""Rendering of runs: the live per-epoch table, summaries and reports (rich)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from fastgr.runs import Reporter
+
+from .base import console
+
+# metrics.csv column -> (header, format)
+COLUMNS = {
+    "epoch": ("epoch", "{:.0f}"),
+    "train_loss": ("train loss", "{:.4f}"),
+    "valid_loss": ("test loss", "{:.4f}"),
+    "test_acc": ("test acc", "{:.4f}"),
+    "train_acc_given": ("fit given", "{:.3f}"),
+    "train_acc_true": ("fit true", "{:.3f}"),
+    "gr_spread": ("spread", "{:.3f}"),
+    "gr_ess": ("ess", "{:.3f}"),
+    "gr_mean_p": ("mean p", "{:.3f}"),
+    "seconds": ("s", "{:.1f}"),
+}
+
+
+def fmt(v: Any, spec: str = "{:.4f}") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return spec.format(v)
+    return str(v)
+
+
+class RichReporter(Reporter):
+    "A live table of epochs in a terminal; one line per epoch elsewhere (logs, pipes)."
+
+    def __init__(self):
+        self.live: Live | None = None
+        self.table: Table | None = None
+        self.batch_state = (0, 1)
+        self.last_draw = 0.0
+
+    def phase(self, name: str, epochs: int, start: int = 0) -> None:
+        self.stop()
+        self.epochs, self.name = epochs, name
+        self.table = Table(title=f"{name}: {epochs} epochs" + (f", resumed after epoch {start}" if start else ""),
+                           title_justify="left", header_style="bold")
+        self.cols: list[str] | None = None
+        if console.is_terminal:
+            self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
+            self.live.start()
+        else:
+            console.print(f"[bold]{name}[/]: {epochs} epochs" + (f" (resumed after epoch {start})" if start else ""))
+
+    def _view(self):
+        done, total = self.batch_state
+        bar = Group(ProgressBar(total=max(total, 1), completed=done, width=40),
+                    Text(f"batch {done}/{total}", style="dim"))
+        return Group(self.table, bar) if self.table is not None else bar
+
+    def batch(self, i: int, n: int) -> None:
+        self.batch_state = (i, n)
+        now = time.monotonic()
+        if self.live is not None and now - self.last_draw > 0.25:
+            self.last_draw = now
+            self.live.update(self._view())
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        if self.cols is None:
+            self.cols = [c for c in COLUMNS if c in row]
+            for c in self.cols:
+                self.table.add_column(COLUMNS[c][0], justify="right")
+        self.table.add_row(*[fmt(row.get(c), COLUMNS[c][1]) for c in self.cols])
+        if self.live is not None:
+            self.live.update(self._view())
+        else:
+            console.print("  ".join(f"{COLUMNS[c][0]} {fmt(row.get(c), COLUMNS[c][1])}" for c in self.cols),
+                          soft_wrap=True)
+
+    def note(self, text: str, level: str = "info") -> None:
+        style = {"warn": "yellow", "error": "bold red"}.get(level, "cyan")
+        console.print(f"[{style}]{text}[/]", soft_wrap=True)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.update(self.table)
+            self.live.stop()
+            self.live = None
+
+
+def summary_table(summary: dict[str, Any], title: str = "summary") -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, fmt(v))
+    return table

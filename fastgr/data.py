@@ -1,0 +1,478 @@
+"""Data sources and a fast image pipeline for small images.
+
+Every source is decoded once into a uint8 tensor (`ImageData`); `TensorDL` then batches it and augments each
+batch on the training device (pad-and-crop, flip, normalise), so a GPU is never starved by per-image Python
+work. Sources (DESIGN.md, "Data sources"): `digits` (scikit-learn's bundled 8x8 digits, offline), `cifar10`
+and `cifar100` (fastai's downloads), an image folder, or a CSV of `path,label[,is_valid]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__ = [
+    "ImageData",
+    "TensorDL",
+    "SOURCES",
+    "AUGMENTS",
+    "load_data",
+    "load_digits",
+    "load_cifar",
+    "load_folder",
+    "load_csv",
+    "augment_batch",
+    "make_dataloaders",
+    "IMAGE_EXTENSIONS",
+]
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+AUGMENTS = ("crop+flip", "crop", "none")
+
+
+@dataclass
+class ImageData:
+    "A labelled image classification set, decoded once: uint8 pixels, integer labels, names of both."
+
+    name: str  # where it came from: digits, cifar10, a folder or a CSV
+    classes: list[str]  # class names, in label order
+    train_x: Tensor  # (N, C, H, W) uint8
+    train_y: Tensor  # (N,) int64: the labels the data came with
+    valid_x: Tensor  # (M, C, H, W) uint8: held-out images, labels assumed clean
+    valid_y: Tensor  # (M,) int64
+    train_items: list[str]  # one name per training image: a path, or e.g. "digits:17"
+    valid_items: list[str]  # one name per held-out image
+    augment: str = "crop+flip"  # the training augmentation that suits the data: crop+flip, crop or none
+    labels_trusted: bool = False  # True for curated benchmarks: their labels count as the truth
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable files: (path, reason)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def img_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        "Per-channel mean and standard deviation of the training pixels, in [0, 1] units."
+        x = self.train_x.double().div_(255).transpose(0, 1).reshape(self.channels, -1)
+        return x.mean(1).tolist(), x.std(1).clamp_min(1e-3).tolist()
+
+
+# -- sources ------------------------------------------------------------------------------------------
+
+def load_digits(
+    img_size: int | None = 16,  # side of the square images; the originals are 8x8
+    **_,
+) -> ImageData:
+    "scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes) with a fixed stratified split."
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)  # (N, 1, 8, 8), 0..16 -> 0..255
+    size = img_size or 16
+    if size != 8:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.round_().clamp_(0, 255).to(torch.uint8)
+    y = torch.as_tensor(d.target, dtype=torch.long)
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=d.target)
+    return ImageData(
+        "digits", [str(c) for c in range(10)], x[tr], y[tr], x[te], y[te],
+        [f"digits:{i}" for i in tr], [f"digits:{i}" for i in te], augment="none", labels_trusted=True,
+    )
+
+
+def load_cifar(
+    name: str = "cifar10",  # cifar10 or cifar100
+    img_size: int | None = None,  # side of the images; CIFAR's own is 32
+    **_,
+) -> ImageData:
+    "CIFAR-10/100 through fastai's downloads (cached under ~/.fastai); offline, an error that names the fix."
+    from fastai.data.external import URLs, untar_data
+
+    url = {"cifar10": URLs.CIFAR, "cifar100": URLs.CIFAR_100}[name]
+    try:
+        path = untar_data(url)
+    except Exception as e:  # noqa: BLE001 - any failure to fetch means the same fix
+        raise RuntimeError(
+            f"could not download {name} from fastai ({type(e).__name__}; offline?): pass a local copy instead, "
+            f"a folder with train/ and test/ holding one sub-folder per class, e.g. `fastgr train ~/data/{name}`"
+        ) from e
+    data = load_folder(path, img_size=img_size or 32)
+    return replace(data, name=name, labels_trusted=True)
+
+
+def _split_tree(root: Path) -> tuple[Path, Path | None]:
+    "The training tree and the held-out one of a folder: train/ + valid/ (or test/), else the whole folder."
+    train = root / "train"
+    if train.is_dir():
+        for held_out in ("valid", "val", "test"):
+            if (root / held_out).is_dir():
+                return train, root / held_out
+        return train, None
+    return root, None
+
+
+def _list_images(root: Path) -> list[tuple[Path, str]]:
+    "(path, class) of every image below `root`; the class is its folder relative to `root` (e.g. 'cat')."
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and p.parent != root:
+            out.append((p, p.parent.relative_to(root).as_posix()))
+    return out
+
+
+def _stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
+    "Boolean mask of the held-out examples: `valid_pct` of each class, at least one where a class has two."
+    if not 0 < valid_pct < 1:
+        raise ValueError(f"valid_pct must be in (0, 1) to split one tree into train and held-out, got {valid_pct}")
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(len(idx) - 1, max(1, round(valid_pct * len(idx)))) if len(idx) > 1 else 0
+        mask[rng.choice(idx, size=k, replace=False)] = True
+    return mask
+
+
+def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
+    "Decode and resize images in threads; a file that fails gives None and its reason."
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+
+    def one(p: Path):
+        try:
+            with Image.open(p) as im:
+                im = im.convert(mode)
+                if im.size != (img_size, img_size):
+                    im = im.resize((img_size, img_size), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+            return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), ""
+        except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
+            return None, f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, paths))
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def _first_size(paths: Sequence[Path]) -> tuple[int, int]:
+    "(side, channels) to decode to: the first readable image's longer side (at most 224), grayscale or RGB."
+    from PIL import Image
+
+    for p in paths[:50]:
+        try:
+            with Image.open(p) as im:
+                return min(max(im.size), 224), (1 if im.mode in ("L", "1", "I;16", "I") else 3)
+        except Exception:  # noqa: BLE001
+            continue
+    return 32, 3
+
+
+def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, classes: list[str] | None,
+           img_size: int | None, display_root: Path) -> ImageData:
+    paths = [p for p, _ in items]
+    labels = [c for _, c in items]
+    train_labels = sorted({c for c, v in zip(labels, is_valid) if not v})
+    classes = list(classes) if classes else train_labels
+    lookup = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({c for c in labels if c not in lookup})
+    if unknown:
+        raise ValueError(f"label(s) {', '.join(map(repr, unknown[:5]))} are not in the class list "
+                         f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+    if len(classes) < 2:
+        raise ValueError(f"{name} has {len(classes)} class(es); classification needs at least 2")
+    size, channels = _first_size(paths)
+    size = img_size or size
+    arrays, reasons = _decode(paths, size, channels)
+    skipped = [(str(p), r) for p, a, r in zip(paths, arrays, reasons) if a is None]
+    ok = np.array([a is not None for a in arrays], bool)
+    y = np.array([lookup[c] for c in labels], np.int64)
+
+    def pick(mask):
+        keep = np.flatnonzero(mask & ok)
+        x = torch.from_numpy(np.stack([arrays[i] for i in keep])) if len(keep) else \
+            torch.zeros(0, channels, size, size, dtype=torch.uint8)
+        names = [_display(paths[i], display_root) for i in keep]
+        return x, torch.from_numpy(y[keep]), names
+
+    tx, ty, titems = pick(~is_valid)
+    vx, vy, vitems = pick(is_valid)
+    if len(ty) == 0:
+        raise ValueError(f"{name}: no readable training images ({len(skipped)} unreadable)")
+    if len(vy) == 0:
+        raise ValueError(f"{name}: no readable held-out images; add a valid/ or test/ folder or raise --valid-pct")
+    return ImageData(name, classes, tx, ty, vx, vy, titems, vitems, "crop+flip", False, skipped)
+
+
+def _display(p: Path, root: Path) -> str:
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def load_folder(
+    path: str | Path,  # train/ and valid/ (or test/) with one sub-folder per class, or one tree of class folders
+    img_size: int | None = None,  # side of the decoded square images; the first image's size if None
+    valid_pct: float = 0.2,  # held-out fraction when there is a single tree
+    seed: int = 0,  # seed of that split
+    classes: Sequence[str] | None = None,  # class names in label order; the training folders' names if None
+    **_,
+) -> ImageData:
+    "An image folder: one sub-folder per class (CIFAR-100's coarse/fine nesting gives classes like 'fish/trout')."
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(2, "no such folder", str(root))
+    train_root, held_root = _split_tree(root)
+    items = _list_images(train_root)
+    if not items:
+        raise ValueError(f"{root} holds no images in class sub-folders ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if held_root is not None:
+        held = _list_images(held_root)
+        is_valid = np.r_[np.zeros(len(items), bool), np.ones(len(held), bool)]
+        items = items + held
+    else:
+        labels = np.array([c for _, c in items])
+        is_valid = _stratified_split(labels, valid_pct, seed)
+    return _build(str(root), items, is_valid, classes, img_size, root)
+
+
+def load_csv(
+    path: str | Path,  # a CSV with columns path,label and optionally is_valid; paths relative to the CSV's folder
+    img_size: int | None = None,  # side of the decoded square images; the first image's size if None
+    valid_pct: float = 0.2,  # held-out fraction when there is no is_valid column
+    seed: int = 0,  # seed of that split
+    classes: Sequence[str] | None = None,  # class names in label order; the training labels, sorted, if None
+    **_,
+) -> ImageData:
+    "A CSV of `path,label[,is_valid]`; every label must be in the class list."
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={"path": str, "label": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable CSV ({type(e).__name__})") from None
+    missing = [c for c in ("path", "label") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}; expected path,label[,is_valid]")
+    if frame["path"].isna().any() or frame["label"].isna().any():
+        raise ValueError(f"{path} has rows with an empty path or label")
+    base = path.parent
+    items = [((base / p) if not Path(p).is_absolute() else Path(p), str(lbl))
+             for p, lbl in zip(frame["path"], frame["label"])]
+    if "is_valid" in frame.columns:
+        is_valid = frame["is_valid"].map(_truthy).to_numpy(bool)
+    else:
+        is_valid = _stratified_split(frame["label"].astype(str).to_numpy(), valid_pct, seed)
+    return _build(str(path), items, is_valid, classes, img_size, base)
+
+
+def _truthy(v) -> bool:
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "y", "t"):
+        return True
+    if s in ("0", "false", "no", "n", "f", "", "nan"):
+        return False
+    raise ValueError(f"is_valid must be true/false or 1/0, got {v!r}")
+
+
+SOURCES: dict[str, Callable[..., ImageData]] = {
+    "digits": load_digits,
+    "cifar10": lambda **kw: load_cifar("cifar10", **kw),
+    "cifar100": lambda **kw: load_cifar("cifar100", **kw),
+}
+
+
+def load_data(
+    source: str | Path,  # digits, cifar10, cifar100, an image folder, or a CSV file
+    img_size: int | None = None,  # side of the decoded square images; each source has its own default
+    valid_pct: float = 0.2,  # held-out fraction for a folder or CSV without its own split
+    seed: int = 0,  # seed of that split
+    classes: Sequence[str] | None = None,  # class names in label order (folder, CSV)
+) -> ImageData:
+    "Load any data source by name or path into an `ImageData`."
+    key = str(source)
+    if key in SOURCES:
+        return SOURCES[key](img_size=img_size)
+    path = Path(key)
+    if path.is_dir():
+        return load_folder(path, img_size, valid_pct, seed, classes)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return load_csv(path, img_size, valid_pct, seed, classes)
+        raise ValueError(f"{path} is neither a folder nor a .csv file")
+    if path.exists():
+        raise ValueError(f"{path} is not a regular file or folder")
+    raise FileNotFoundError(
+        2, f"unknown dataset or missing path {key!r} (datasets: {', '.join(SOURCES)}; or a folder or CSV)", key)
+
+
+# -- batches, augmented on the device -----------------------------------------------------------------
+
+def augment_batch(
+    x: Tensor,  # (B, C, H, W) uint8 (or any dtype) images on any device
+    pad: int,  # random-crop padding in pixels: a shift of up to `pad` each way, zero fill; 0 for none
+    flip: bool,  # flip each image horizontally with probability 1/2
+    generator: torch.Generator | None = None,  # on x's device: the randomness, for reproducible batches
+) -> Tensor:  # (B, C, H, W), same dtype and device; channels-last strides after a crop
+    "Pad-and-random-crop plus horizontal flip for a whole batch at once: no per-image Python, no host sync."
+    B, C, H, W = x.shape
+    dev = x.device
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
+        ox = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
+        rows = (oy + torch.arange(H, device=dev))[:, :, None]  # (B, H, 1)
+        cols = (ox + torch.arange(W, device=dev))[:, None, :]  # (B, 1, W)
+        b = torch.arange(B, device=dev)[:, None, None]
+        x = xp[b, :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) gathered -> (B, C, H, W)
+    if flip:
+        m = torch.rand(B, device=dev, generator=generator) < 0.5
+        x = torch.where(m[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class TensorDL:
+    """Batches of a uint8 image tensor for a fastai `Learner`, shuffled, augmented and normalised on the device.
+
+    Iterating yields `(x, y)` with `x` float32 (B, C, H, W), normalised. The order of an epoch depends only on
+    `seed` and `epoch`, so an interrupted run resumes with the same batches. `epoch_indices` holds the
+    current epoch's order (dataset indices) and `batch_idx` the last batch's.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,  # (N, C, H, W) uint8 images
+        y: Tensor,  # (N,) int64 labels
+        bs: int = 128,  # batch size
+        shuffle: bool = False,  # a new order every epoch
+        drop_last: bool = False,  # drop the last incomplete batch
+        augment: str = "none",  # crop+flip, crop or none
+        mean: Sequence[float] = (0.5,),  # per-channel mean, [0, 1] units
+        std: Sequence[float] = (0.25,),  # per-channel standard deviation, [0, 1] units
+        device: torch.device | str | None = None,  # where batches are made; the data moves there once
+        seed: int = 0,  # seed of shuffling and augmentation
+        channels_last: bool = False,  # hand out channels-last batches (faster convolutions on GPUs)
+        vocab: Sequence[str] | None = None,  # class names, for fastai's interpretation tools
+    ):
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        self.bs, self.shuffle, self.drop_last, self.augment = bs, shuffle, drop_last, augment
+        self.mean, self.std, self.seed, self.channels_last = list(mean), list(std), seed, channels_last
+        self.vocab = list(vocab) if vocab is not None else None
+        self.x, self.y, self.device = x, y, None
+        self.epoch = 0
+        self.epoch_indices: Tensor | None = None
+        self.batch_idx: Tensor | None = None
+        self.to(device)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def dataset(self) -> TensorDL:  # fastai's export asks `dl.dataset.new_empty()`
+        return self
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+
+    def to(self, device) -> TensorDL:
+        if device is not None:
+            self.device = torch.device(device)
+            self.x, self.y = self.x.to(self.device), self.y.to(self.device)
+            m = torch.tensor(self.mean, device=self.device).mul_(255).view(1, -1, 1, 1)
+            s = torch.tensor(self.std, device=self.device).mul_(255).view(1, -1, 1, 1)
+            self._norm = (m, s)
+        elif not hasattr(self, "_norm"):
+            self._norm = (torch.tensor(self.mean).mul_(255).view(1, -1, 1, 1),
+                          torch.tensor(self.std).mul_(255).view(1, -1, 1, 1))
+        return self
+
+    def _generators(self) -> tuple[torch.Generator, torch.Generator]:
+        seed = (self.seed * 1_000_003 + self.epoch) % (2**63)
+        cpu = torch.Generator().manual_seed(seed)
+        dev = torch.Generator(device=self.x.device).manual_seed(seed + 1)
+        return cpu, dev
+
+    def __iter__(self):
+        cpu_gen, dev_gen = self._generators()
+        order = torch.randperm(self.n, generator=cpu_gen) if self.shuffle else torch.arange(self.n)
+        self.epoch_indices = order
+        order = order.to(self.x.device)  # one small copy per epoch
+        pad = max(1, self.x.shape[-1] // 8) if self.augment != "none" else 0
+        flip = self.augment == "crop+flip"
+        m, s = self._norm
+        for i in range(len(self)):
+            idx = order[i * self.bs : (i + 1) * self.bs]
+            xb = self.x[idx]
+            if pad or flip:
+                xb = augment_batch(xb, pad, flip, dev_gen)
+            xb = xb.float().sub_(m).div_(s)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            self.batch_idx = idx
+            yield xb, self.y[idx]
+        self.epoch += 1
+
+    def one_batch(self):
+        return next(iter(self.new(shuffle=False)))
+
+    def new(self, dataset=None, **kwargs) -> TensorDL:
+        "A copy with some settings changed (fastai calls `new(shuffle=False, drop_last=False)` to predict)."
+        if isinstance(dataset, TensorDL):
+            return dataset
+        kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, augment=self.augment, mean=self.mean,
+                  std=self.std, device=self.device, seed=self.seed, channels_last=self.channels_last,
+                  vocab=self.vocab)
+        kw.update({k: v for k, v in kwargs.items() if k in kw})
+        return TensorDL(self.x, self.y, **kw)
+
+    def new_empty(self) -> TensorDL:
+        "No data, same settings: what an exported learner keeps."
+        return TensorDL(self.x[:0].cpu(), self.y[:0].cpu(), **{**self._settings(), "device": None})
+
+    def _settings(self) -> dict:
+        return dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, augment=self.augment,
+                    mean=self.mean, std=self.std, seed=self.seed, channels_last=self.channels_last,
+                    vocab=self.vocab)
+
+
+def make_dataloaders(
+    data: ImageData,  # the decoded images
+    train_y: Tensor | np.ndarray | None = None,  # (N,) labels to train on (noisy ones); data.train_y if None
+    bs: int = 128,  # batch size
+    device: torch.device | str = "cpu",  # where batches are made and the model trains
+    seed: int = 0,  # seed of shuffling and augmentation
+    augment: str | None = None,  # crop+flip, crop or none; the data's own choice if None
+    channels_last: bool = False,  # channels-last batches (GPU)
+):
+    "fastai `DataLoaders` of a training `TensorDL` (shuffled, augmented) and a held-out one (neither)."
+    from fastai.data.core import DataLoaders
+
+    y = data.train_y if train_y is None else torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    mean, std = data.channel_stats()
+    common = dict(mean=mean, std=std, device=device, seed=seed, channels_last=channels_last, vocab=data.classes)
+    train = TensorDL(data.train_x, y, bs, shuffle=True, drop_last=len(y) > bs, augment=augment or data.augment,
+                     **common)
+    valid = TensorDL(data.valid_x, data.valid_y, max(bs, 256), **common)
+    return DataLoaders(train, valid, device=device)
