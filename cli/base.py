@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 # the CLI only writes PNGs; never open a GUI backend
 os.environ.setdefault("MPLBACKEND", "Agg")
+# a dependency's import-time deprecation notice, not something a user of the CLI can act on
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402

@@ -55,7 +55,7 @@ class RichReporter(Reporter):
         self.table = Table(title=f"{name}: {epochs} epochs" + (f", resumed after epoch {start}" if start else ""),
                            title_justify="left", header_style="bold")
         self.cols: list[str] | None = None
-        if console.is_terminal:
+        if console.is_terminal and not console.is_dumb_terminal:
             self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
             self.live.start()
         else:

@@ -19,7 +19,7 @@ _EXPORTS = {
     "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus", "emphasis_spread",
                  "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve"],
     "callback": ["GRCallback"],
-    "telemetry": ["FitMonitor", "batch_indices"],
+    "telemetry": ["FitMonitor", "batch_indices", "training_table"],
     "noise": ["NoisyLabels", "add_noise", "symmetric_noise", "pairflip_noise", "asymmetric_noise", "save_labels",
               "load_labels"],
     "correction": ["relabel", "correction_report"],

@@ -71,7 +71,11 @@ class GRCallback(StatColumns, Callback):
             raise ValueError(f"GRCallback needs exactly one target tensor per batch, got {len(yb)}")
         if not pred.is_floating_point():
             raise TypeError(f"GRCallback needs floating-point predictions (logits), got {pred.dtype}")
-        terms = gr_terms(pred, yb[0], self.lam, self.beta, self.transform, self.normalize, self.eps)
+        y = yb[0]
+        expected = pred.shape[:1] + pred.shape[2:]
+        if isinstance(y, torch.Tensor) and y.shape != expected and y.numel() == expected.numel():
+            y = y.reshape(expected)  # e.g. fastai tabular's (B, 1) targets, flattened as CrossEntropyLossFlat does
+        terms = gr_terms(pred, y, self.lam, self.beta, self.transform, self.normalize, self.eps)
         # its gradient w.r.t. pred is exactly G; MixedPrecision/GradientAccumulation rescale it later
         self.learn.loss_grad = (terms.gradient.detach() * pred).sum()
         self._accumulate(terms)

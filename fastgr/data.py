@@ -393,6 +393,13 @@ class TensorDL:
     def dataset(self) -> TensorDL:  # fastai's export asks `dl.dataset.new_empty()`
         return self
 
+    @property
+    def loss_func(self):
+        "What fastai's `Learner` uses when given no loss: cross-entropy over the integer labels."
+        from fastai.losses import CrossEntropyLossFlat
+
+        return CrossEntropyLossFlat()
+
     def __len__(self) -> int:
         return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
 

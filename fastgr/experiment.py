@@ -217,6 +217,12 @@ class EpochLog(Callback):
     def __init__(self, phase: _Phase):
         self.phase = phase
 
+    def before_fit(self):
+        # the logged train_loss is a moving average over batches: a resumed run continues it
+        if self.phase.smooth_loss is not None:
+            sl = self.learn.recorder.smooth_loss
+            sl.val, sl.count = self.phase.smooth_loss
+
     def before_epoch(self):
         self.trained = False
         self.learn.dls.train.epoch = self.epoch  # batches depend on (seed, epoch) only
@@ -259,6 +265,7 @@ class _Phase:
         self.noisy, self.truth_known, self.reporter, self.name = noisy, truth_known, reporter, name
         self.rows: list[dict] = []
         self.elapsed = 0.0
+        self.smooth_loss: tuple | None = None
         self.ckpt = folder / "checkpoint.pth"
 
     # files
@@ -267,8 +274,9 @@ class _Phase:
             pd.DataFrame(self.rows).to_csv(tmp, index=False)
 
     def save_checkpoint(self, learn, epoch: int) -> None:
+        sl = learn.recorder.smooth_loss
         state = {"epoch": epoch, "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
-                 "rng": _rng_state(), "rows": self.rows, "elapsed": self.elapsed}
+                 "rng": _rng_state(), "rows": self.rows, "elapsed": self.elapsed, "smooth_loss": (sl.val, sl.count)}
         gr = self._gr(learn)
         if gr is not None:
             state["gr_history"] = gr.history
@@ -308,6 +316,7 @@ class _Phase:
         learn.opt.load_state_dict(state["opt"])
         _set_rng_state(state["rng"])
         self.rows, self.elapsed = list(state["rows"]), float(state["elapsed"])
+        self.smooth_loss = state["smooth_loss"]
         gr = self._gr(learn)
         if gr is not None:
             gr.history = list(state.get("gr_history", []))

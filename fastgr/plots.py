@@ -1,7 +1,7 @@
 """Figures of GR: the weight curve (paper, Fig. 1), weights of flipped against clean examples, learning curves.
 
-Every function returns a matplotlib `Figure` and never shows or saves it; `save_figure` writes a PNG
-atomically.
+Every function returns a matplotlib `Figure`, closed in pyplot (a notebook shows the returned figure once;
+nothing is left open), and never saves it; `save_figure` writes a PNG atomically.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def plot_weight_curves(
 ) -> Figure:
     "Weight against the label's probability p for each (lam, beta), the emphasis focus marked (Fig. 1)."
     p = np.linspace(0, 1, 401)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
     for lam, beta in settings:
         w = weight_curve(p, lam, beta, transform).numpy()
         if normalized:
@@ -40,6 +40,7 @@ def plot_weight_curves(
     ax.set_title("GR's emphasis (dotted: emphasis focus)")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
@@ -48,7 +49,7 @@ def plot_weight_vs_p(
     lam: float | None = None,  # draw the emphasis focus of this lam
 ) -> Figure:
     "Each training example's weight against its p: clean and flipped examples in two colours when known."
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
     groups = [("clean", ~examples["flipped"].astype(bool)), ("flipped", examples["flipped"].astype(bool))] \
         if "flipped" in examples else [("examples", np.ones(len(examples), bool))]
     for name, m in groups:
@@ -60,6 +61,7 @@ def plot_weight_vs_p(
     ax.set_title("GR weight of each training example, last epoch")
     ax.legend(fontsize=8, markerscale=3)
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
@@ -67,7 +69,7 @@ def plot_weights_flipped_clean(
     examples: pd.DataFrame,  # columns weight and flipped
 ) -> Figure:
     "Histograms of the weights of clean and of flipped (mislabelled) training examples."
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
     w = examples["weight"].to_numpy()
     flipped = examples["flipped"].astype(bool).to_numpy()
     bins = np.linspace(0, max(float(w.max()), 1e-6), 41)
@@ -80,6 +82,7 @@ def plot_weights_flipped_clean(
     ax.set_title("GR weights: clean vs flipped labels, last epoch")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
@@ -87,7 +90,7 @@ def plot_learning_curves(
     metrics: pd.DataFrame,  # per epoch: columns epoch, train_loss, and any of valid_loss, train_acc, test_acc
 ) -> Figure:
     "Losses and accuracies per epoch, train beside test."
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
     for col in ("train_loss", "valid_loss"):
         if col in metrics:
             a1.plot(metrics["epoch"], metrics[col], marker=".", label=col)
@@ -102,6 +105,7 @@ def plot_learning_curves(
     a2.set_title("accuracy")
     a2.legend(fontsize=8)
     fig.tight_layout()
+    plt.close(fig)
     return fig
 
 
@@ -112,6 +116,5 @@ def save_figure(
     "Write `fig` as a PNG without leaving a half-written file behind, then close it."
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, format="png", dpi=110)
     return path

@@ -7,11 +7,13 @@ the Recorder reads them. `FitMonitor` uses it to show how well training fits the
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Metric
 
-__all__ = ["EpochStat", "StatColumns", "FitMonitor", "batch_indices"]
+__all__ = ["EpochStat", "StatColumns", "FitMonitor", "batch_indices", "training_table"]
 
 
 def batch_indices(
@@ -33,6 +35,16 @@ def batch_indices(
         if len(chunk) == bs:
             return torch.as_tensor(chunk, dtype=torch.long).cpu()
     return torch.full((bs,), -1, dtype=torch.long)
+
+
+def _fitting(learn) -> bool:
+    "Whether `Learner.fit` of `learn` is on the call stack (rather than `validate` or `get_preds`)."
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is learn:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class EpochStat(Metric):
@@ -57,11 +69,14 @@ class StatColumns:
     epoch_stats: dict[str, float]
 
     def add_columns(self, learn) -> None:
-        "Call in `before_fit`: fastai's Recorder (order 50) reads `learn.metrics` in its own `before_fit`."
+        """Call in `before_fit`: fastai's Recorder (order 50) reads `learn.metrics` in its own `before_fit`.
+
+        Only for a real `fit`: `validate` and `get_preds` fire `before_fit` too, and must return only the
+        learner's own metrics."""
         self.epoch_stats = {}
         keep = [m for m in learn.metrics if not (isinstance(m, EpochStat) and
                                                  (m.owner is self or m.owner not in learn.cbs))]
-        learn.metrics = keep + [EpochStat(self, k) for k in self.columns]
+        learn.metrics = keep + ([EpochStat(self, k) for k in self.columns] if _fitting(learn) else [])
 
     def remove_columns(self, learn) -> None:
         "Call in `after_fit`: the learner's own metrics come back."
@@ -117,3 +132,14 @@ class FitMonitor(StatColumns, Callback):
 
     def after_fit(self):
         self.remove_columns(self.learn)
+
+
+def training_table(
+    learn,  # a Learner after `fit`
+):  # pandas DataFrame, one row per epoch
+    "fastai's training table (the Recorder's values, GR's columns included) as a DataFrame."
+    import pandas as pd
+
+    names = [n for n in learn.recorder.metric_names[1:] if n != "time"]
+    rows = [dict(zip(names, (None if v is None else float(v) for v in values))) for values in learn.recorder.values]
+    return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="epoch"))

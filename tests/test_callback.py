@@ -259,3 +259,18 @@ def test_gr_beats_cross_entropy_under_40pct_symmetric_noise():
     assert acc["ce_fit"] > 0.95  # CE memorised the wrong labels...
     assert acc["gr_fit"] < 0.75  # ...GR did not
     assert acc["gr"] >= acc["ce"] + 0.10, acc
+
+
+def test_validate_after_fit_returns_only_the_learners_own_metrics():
+    from fastai.metrics import accuracy
+
+    x, y = linear_problem(n=24)
+    gr = GRCallback()
+    learn = make_learner(x, y, bs=8, cbs=[gr])
+    learn.metrics = [accuracy]
+    fit(learn, epochs=2)
+    history = list(gr.history)
+    res = learn.validate()
+    assert len(res) == 2 and all(v is not None for v in res)
+    assert gr.history == history  # validation is not a training epoch
+    assert "gr_spread" not in learn.recorder.metric_names  # the columns belong to fits only
