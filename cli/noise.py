@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from .base import command, console, new_file
-from .train import DATA_HELP, NoiseType, noise_rate
+from .options import DATA_HELP, NoiseType, noise_rate
 
 
 @command(epilog="Example: fastgr noise digits --rate 0.4 --type symmetric --seed 1 --out labels.csv\n\n"

@@ -16,9 +16,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # public name -> the module that holds it
 _EXPORTS = {
-    "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus", "emphasis_spread",
-                 "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve"],
-    "callback": ["GRCallback"],
+    "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus",
+                 "emphasis_spread", "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve", "ce_gradient"],
+    "callback": ["GRCallback", "EmphasisCollapseWarning"],
     "telemetry": ["FitMonitor", "batch_indices", "training_table"],
     "noise": ["NoisyLabels", "add_noise", "symmetric_noise", "pairflip_noise", "asymmetric_noise", "save_labels",
               "load_labels"],
@@ -26,7 +26,7 @@ _EXPORTS = {
     "presets": ["paper_setting"],
     "data": ["ImageData", "TensorDL", "load_data", "make_dataloaders"],
     "models": ["create_model", "list_backbones"],
-    "experiment": ["TrainConfig", "train_run", "correct_run"],
+    "experiment": ["TrainConfig", "train_run", "tune_run", "correct_run"],
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_LAZY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import torch
 from fastai.callback.core import Callback
@@ -11,7 +13,16 @@ from fastai.callback.training import GradientAccumulation
 from .gradient import REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
 from .telemetry import StatColumns, batch_indices
 
-__all__ = ["GRCallback"]
+__all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE"]
+
+WARMUP_MODES = ("blend", "ramp")
+# an epoch whose batches average a lower effective sample size (fraction of the batch) is an emphasis collapse;
+# README, "Emphasis collapse", has the measurements behind it
+ESS_COLLAPSE = 0.1
+
+
+class EmphasisCollapseWarning(UserWarning):
+    "GR's weights concentrated on so few examples that training starves."
 
 
 class GRCallback(StatColumns, Callback):
@@ -37,9 +48,18 @@ class GRCallback(StatColumns, Callback):
         normalize: str = "sum",  # "sum": weights normalised over the batch; "mean": divided by the batch size
         record_examples: bool = False,  # keep (dataset index, label, p_i, weight) of the last epoch's examples
         eps: float = REFERENCE_EPS,  # the reference layer's saturation (see `gr_gradient`); 0: bare formula
+        warmup: float = 0.0,  # fraction of training over which GR takes over from cross-entropy; 0: GR from the start
+        warmup_mode: str = "blend",  # blend: a*G_GR + (1-a)*G_CE; ramp: lam, beta from (0, 2) to (lam, beta)
+        ess_threshold: float | None = ESS_COLLAPSE,  # warn when an epoch's mean gr_ess is below it; None: never
     ):
         check_settings(lam, beta, transform, normalize, eps)
+        if not 0 <= warmup <= 1:
+            raise ValueError(f"warmup must be a fraction of training in [0, 1], got {warmup}")
+        if warmup_mode not in WARMUP_MODES:
+            raise ValueError(f"unknown warmup_mode {warmup_mode!r}; choose one of {', '.join(WARMUP_MODES)}")
         self.lam, self.beta, self.transform, self.normalize, self.eps = lam, beta, transform, normalize, eps
+        self.warmup, self.warmup_mode, self.ess_threshold = warmup, warmup_mode, ess_threshold
+        self.collapsed_epochs: list[int] = []
         self.record_examples = record_examples
         self.epoch_stats: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
@@ -54,8 +74,20 @@ class GRCallback(StatColumns, Callback):
                 "is defined for integer class labels only; remove one of the two callbacks"
             )
         self.add_columns(self.learn)
+        self._warned = False
+
+    def progress(self) -> float:
+        "How far GR has taken over: 0 at the start of training, 1 once the warm-up is over."
+        if self.warmup <= 0:
+            return 1.0
+        return min(1.0, getattr(self.learn, "pct_train", 1.0) / self.warmup)
+
+    def before_train(self):
+        # after fastai's TrainEvalCallback (order -10) has set pct_train to epoch / n_epoch
+        self._warmed_up = self.progress() >= 1.0  # the whole epoch is plain GR
 
     def before_epoch(self):
+        self._warmed_up = False
         self._sums: dict[str, torch.Tensor] = {}
         self._n_batches = self._n_examples = 0
         self._records: list[tuple[torch.Tensor, ...]] = []
@@ -75,7 +107,14 @@ class GRCallback(StatColumns, Callback):
         expected = pred.shape[:1] + pred.shape[2:]
         if isinstance(y, torch.Tensor) and y.shape != expected and y.numel() == expected.numel():
             y = y.reshape(expected)  # e.g. fastai tabular's (B, 1) targets, flattened as CrossEntropyLossFlat does
-        terms = gr_terms(pred, y, self.lam, self.beta, self.transform, self.normalize, self.eps)
+        a = self.progress()
+        if a >= 1:
+            terms = gr_terms(pred, y, self.lam, self.beta, self.transform, self.normalize, self.eps)
+        elif self.warmup_mode == "blend":
+            terms = gr_terms(pred, y, self.lam, self.beta, self.transform, self.normalize, self.eps, mix=a)
+        else:  # ramp from a cross-entropy-like emphasis (lam 0, beta 2: the hardest examples weigh most)
+            lam, beta = a * self.lam, 2.0 + a * (self.beta - 2.0)
+            terms = gr_terms(pred, y, lam, beta, self.transform, self.normalize, self.eps)
         # its gradient w.r.t. pred is exactly G; MixedPrecision/GradientAccumulation rescale it later
         self.learn.loss_grad = (terms.gradient.detach() * pred).sum()
         self._accumulate(terms)
@@ -91,6 +130,7 @@ class GRCallback(StatColumns, Callback):
             "gr_mean_p": (self._sums["p"] / self._n_examples).item(),
         }
         self.history.append({"epoch": self.epoch, **self.epoch_stats})
+        self._check_collapse()
         if self.record_examples and self._records:
             cols = [torch.cat(c).cpu().numpy() for c in zip(*self._records)]
             self.examples = pd.DataFrame(dict(zip(("idx", "label", "p", "weight"), cols)))
@@ -100,6 +140,19 @@ class GRCallback(StatColumns, Callback):
         self.remove_columns(self.learn)
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _check_collapse(self):
+        ess = self.epoch_stats["gr_ess"]
+        if self.ess_threshold is None or not self._warmed_up or ess >= self.ess_threshold:
+            return
+        self.collapsed_epochs.append(self.epoch)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"emphasis collapse: lower beta or lam, or use warm-up (epoch {self.epoch + 1}: the batches' "
+                f"effective sample size averaged {ess:.3f} of the batch, below {self.ess_threshold:g}; "
+                f"lam={self.lam:g}, beta={self.beta:g}); later epochs are counted in collapsed_epochs",
+                EmphasisCollapseWarning, stacklevel=2)
+
     def _accumulate(self, terms):
         # device-side running sums: no host synchronisation until the epoch ends
         w, p = terms.weight.detach(), terms.p.detach()

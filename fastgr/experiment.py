@@ -29,20 +29,29 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AvgMetric
 from fastai.optimizer import SGD
 
-from .callback import GRCallback
+from .callback import WARMUP_MODES, EmphasisCollapseWarning, GRCallback
 from .correction import correction_report, relabel
 from .data import AUGMENTS, ImageData, TensorDL, load_data, make_dataloaders
 from .models import create_model
 from .noise import NOISE_TYPES, NoisyLabels, add_noise, load_labels, save_labels
-from .presets import BUDGET_WARNING, FIXED_DEFAULT, Setting, paper_setting
+from .presets import (
+    BUDGET_WARNING,
+    DEFAULT_WARMUP,
+    FIXED_DEFAULT,
+    REFERENCE_EPS,
+    TUNE_GRID,
+    Setting,
+    paper_setting,
+)
 from .runs import Reporter, atomic_path, read_json, write_json, write_text
 from .telemetry import FitMonitor
 
-__all__ = ["TrainConfig", "Reporter", "train_run", "correct_run", "training_labels", "resolve_device", "DEMO_NOISE",
-           "RunExistsError"]
+__all__ = ["TrainConfig", "Reporter", "train_run", "tune_run", "correct_run", "training_labels", "resolve_device",
+           "DEMO_NOISE", "TUNE_GRID", "RunExistsError"]
 
 LOSSES = ("gr", "ce")
 DEMO_NOISE = 0.4  # digits is the offline demo: by default it trains on 40% symmetric noise
+
 
 
 class RunExistsError(FileExistsError):
@@ -76,6 +85,11 @@ class TrainConfig:
     amp: bool | None = None  # bf16 mixed precision; None: on for CUDA
     correct: bool = False  # then relabel the training set with the model and retrain from scratch
     correct_threshold: float = 0.0  # relabel only where the model's confidence is at least this
+    eps: float = REFERENCE_EPS  # the reference layer's saturation of GR's direction; 0: the bare formula
+    warmup: float = DEFAULT_WARMUP  # fraction of training over which GR takes over from cross-entropy
+    warmup_mode: str = "blend"  # blend (a*G_GR + (1-a)*G_CE) or ramp (lam, beta from 0, 2)
+    tune: bool = False  # first pick lam and beta with `tune_run` on a held-out part of the noisy training set
+    tune_holdout: float = 0.2  # that held-out fraction
     extra: dict[str, Any] = field(default_factory=dict)  # settings of later features, kept verbatim
 
     def validate(self) -> None:
@@ -97,6 +111,14 @@ class TrainConfig:
             raise ValueError("img_size must be >= 4")
         if not 0 <= self.correct_threshold <= 1:
             raise ValueError("correct_threshold must be in [0, 1]")
+        if not 0 <= self.warmup <= 1:
+            raise ValueError(f"warmup must be a fraction of training in [0, 1], got {self.warmup}")
+        if self.warmup_mode not in WARMUP_MODES:
+            raise ValueError(f"unknown warmup mode {self.warmup_mode!r}; choose one of {', '.join(WARMUP_MODES)}")
+        if not 0 < self.tune_holdout < 1:
+            raise ValueError(f"tune_holdout must be in (0, 1), got {self.tune_holdout}")
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
         for name in ("lam", "beta"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -267,6 +289,7 @@ class _Phase:
         self.elapsed = 0.0
         self.smooth_loss: tuple | None = None
         self.ckpt = folder / "checkpoint.pth"
+        self.light = False  # tuning runs: no exported learner, examples or plots
 
     # files
     def write_metrics(self) -> None:
@@ -279,7 +302,7 @@ class _Phase:
                  "rng": _rng_state(), "rows": self.rows, "elapsed": self.elapsed, "smooth_loss": (sl.val, sl.count)}
         gr = self._gr(learn)
         if gr is not None:
-            state["gr_history"] = gr.history
+            state["gr_history"], state["gr_collapsed"] = gr.history, gr.collapsed_epochs
         with atomic_path(self.ckpt) as tmp:
             torch.save(state, tmp)
 
@@ -300,7 +323,8 @@ class _Phase:
             model = model.to(device, memory_format=torch.channels_last)
         cbs = [FitMonitor(torch.as_tensor(self.noisy.true)), EpochLog(self)]
         if s["lam"] is not None:
-            cbs.append(GRCallback(s["lam"], s["beta"], record_examples=True))
+            cbs.append(GRCallback(s["lam"], s["beta"], record_examples=not self.light, eps=cfg.eps,
+                                  warmup=cfg.warmup, warmup_mode=cfg.warmup_mode))
         if s["amp"]:
             cbs.append(MixedPrecision(amp_mode="bf16"))
         opt = partial(SGD, mom=0.9, decouple_wd=False)
@@ -320,6 +344,7 @@ class _Phase:
         gr = self._gr(learn)
         if gr is not None:
             gr.history = list(state.get("gr_history", []))
+            gr.collapsed_epochs = list(state.get("gr_collapsed", []))
         return int(state["epoch"])
 
     def run(self, resume: bool) -> dict:
@@ -331,9 +356,14 @@ class _Phase:
         learn.first_epoch = start
         t0 = time.perf_counter()
         if start < cfg.epochs:
-            with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+            with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", EmphasisCollapseWarning)
                 warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
                 learn.fit_one_cycle(cfg.epochs, cfg.lr, wd=cfg.wd, moms=(0.9, 0.9, 0.9))
+            for w in caught:  # the reporter (the CLI: in red) and then Python's own warning machinery
+                if issubclass(w.category, EmphasisCollapseWarning):
+                    self.reporter.note(str(w.message), "error")
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return self.finish(learn, time.perf_counter() - t0)
 
     # results
@@ -350,16 +380,21 @@ class _Phase:
         pred = probs.argmax(1).numpy()
         given, true = self.noisy.given, self.noisy.true
         accs = [r["test_acc"] for r in self.rows if r.get("test_acc") is not None]
+        ess = [r["gr_ess"] for r in self.rows if r.get("gr_ess") is not None]
+        gr = self._gr(learn)
         result = {
             "test_accuracy_final": accs[-1] if accs else None,
             "test_accuracy_best": max(accs) if accs else None,
             "train_accuracy_given": float((pred == given).mean()),
             "train_accuracy_true": float((pred == true).mean()) if self.truth_known else None,
             "epochs": len(self.rows),
+            "ess_final": ess[-1] if ess else None,
+            "emphasis_collapse_epochs": len(gr.collapsed_epochs) if gr is not None else 0,
         }
-        self._write_examples(learn)
-        self._export(learn)
-        self._plots(learn)
+        if not self.light:
+            self._write_examples(learn)
+            self._export(learn)
+            self._plots(learn)
         self.elapsed += time.perf_counter() - t0
         result["seconds"] = round(self.elapsed, 2)
         write_json(self.folder / "result.json", result)
@@ -448,6 +483,11 @@ def train_run(
     rate = noisy.realised_rate if truth_known else None
     setting = _gr_setting(cfg, rate if (noise > 0 or cfg.labels) else (0.0 if truth_known else None),
                           data.n_classes)
+    if cfg.tune and setting is not None and cfg.lam is None and cfg.beta is None:
+        tuned = _tuned(out, cfg, data, noisy, truth_known, reporter, resume)
+        setting = Setting(tuned["lam"], tuned["beta"], f"tuned on {cfg.tune_holdout:.0%} of the noisy training "
+                                                       f"labels (tune.csv)")
+        reporter.note(f"tuned: lam={setting.lam:g}, beta={setting.beta:g}")
     if cfg.preset and setting is not None:
         reporter.note(f"preset lam={setting.lam:g}, beta={setting.beta:g} from {setting.source}: {BUDGET_WARNING}",
                       "warn")
@@ -456,6 +496,7 @@ def train_run(
         "noise": noise, "augment": cfg.augment or data.augment, "img_size": data.img_size,
         "lam": setting.lam if setting else None, "beta": setting.beta if setting else None,
         "setting_source": setting.source if setting else None,
+        "warmup": cfg.warmup if setting else None, "warmup_mode": cfg.warmup_mode if setting else None,
     }
     if settings["amp"] and device.type != "cuda":
         reporter.note("--amp needs CUDA; training in float32 on the CPU", "warn")
@@ -477,7 +518,8 @@ def train_run(
                                   "train_accuracy_true")},
         "noise_rate_realised": noisy.realised_rate if truth_known else None,
         "truth_known": truth_known,
-        "loss": cfg.loss, "lam": settings["lam"], "beta": settings["beta"],
+        "loss": cfg.loss, "lam": settings["lam"], "beta": settings["beta"], "warmup": settings["warmup"],
+        "ess_final": result.get("ess_final"), "emphasis_collapse_epochs": result.get("emphasis_collapse_epochs", 0),
         "skipped_files": len(data.skipped),
     }
     if cfg.correct:
@@ -486,6 +528,78 @@ def train_run(
     summary["seconds"] = round(_total_seconds(out, cfg.correct), 2)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def tune_run(
+    cfg: TrainConfig,  # the run to tune: data, labels, model and epoch budget; its lam and beta are ignored
+    out: str | Path | None = None,  # a folder for tune.csv and the tuning runs; a temporary one if None
+    grid: list[tuple[float, float]] | None = None,  # (lam, beta) pairs to try; TUNE_GRID if None
+    reporter: Reporter | None = None,  # receives progress
+    overwrite: bool = False,  # write into an existing `out`
+) -> dict[str, Any]:  # {"lam", "beta", "table": rows as dicts}
+    """Pick GR's (lam, beta) on held-out *noisy* training labels: each setting of `grid` trains on the rest of
+    the training set for the same epochs as the final run; the best held-out accuracy wins. The paper observes
+    that accuracy on noisy held-out labels tracks clean test accuracy, so no clean labels are needed."""
+    cfg.validate()
+    reporter = reporter or Reporter()
+    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes)
+    demo = cfg.data == "digits" and cfg.labels is None
+    noise = cfg.noise if cfg.noise is not None else (DEMO_NOISE if demo else 0.0)
+    noisy, truth_known = training_labels(data, noise, cfg.noise_type, cfg.seed, cfg.labels)
+    if out is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return _tune(Path(tmp), cfg, data, noisy, truth_known, reporter, grid)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunExistsError(f"{out} exists; pass --overwrite to write into it")
+    return _tune(out, cfg, data, noisy, truth_known, reporter, grid)
+
+
+def _tuned(out: Path, cfg: TrainConfig, data: ImageData, noisy: NoisyLabels, truth_known: bool,
+           reporter: Reporter, resume: bool) -> dict:
+    "The tuning of a `train --tune` run; a resumed run keeps what it already chose."
+    if resume and (out / "tune.json").exists():
+        return read_json(out / "tune.json")
+    return _tune(out, cfg, data, noisy, truth_known, reporter, None)
+
+
+def _tune(out: Path, cfg: TrainConfig, data: ImageData, noisy: NoisyLabels, truth_known: bool,
+          reporter: Reporter, grid) -> dict:
+    from .data import _stratified_split
+
+    grid = [tuple(map(float, g)) for g in (grid or TUNE_GRID)]
+    held = _stratified_split(noisy.given, cfg.tune_holdout, cfg.seed)
+    keep = ~held
+    # the held-out part keeps its *given* labels: tuning never sees clean labels
+    sub = ImageData(f"{data.name} (tuning split)", data.classes, data.train_x[keep], data.train_y[keep],
+                    data.train_x[held], torch.as_tensor(noisy.given[held]),
+                    [it for it, k in zip(data.train_items, keep) if k],
+                    [it for it, h in zip(data.train_items, held) if h], data.augment, data.labels_trusted)
+    sub_noisy = NoisyLabels(noisy.given[keep], noisy.true[keep], noisy.noise_type, noisy.rate, noisy.seed)
+    device = resolve_device(cfg.device)
+    rows = []
+    for i, (lam, beta) in enumerate(grid):
+        c = TrainConfig.from_dict({**asdict(cfg), "lam": lam, "beta": beta, "loss": "gr", "preset": False,
+                                   "correct": False, "tune": False})
+        settings = {"device": str(device), "amp": bool(cfg.amp if cfg.amp is not None else device.type == "cuda"),
+                    "augment": cfg.augment or data.augment, "lam": lam, "beta": beta}
+        phase = _Phase(out / "tune" / f"{i:02d}", c, settings, sub, sub_noisy, truth_known, reporter,
+                       f"tune {i + 1}/{len(grid)}: lam {lam:g}, beta {beta:g}, warm-up {cfg.warmup:g}")
+        phase.light = True
+        r = phase.run(resume=False)
+        rows.append({"lam": lam, "beta": beta, "warmup": cfg.warmup,
+                     "holdout_acc_noisy": r["test_accuracy_final"], "holdout_acc_noisy_best": r["test_accuracy_best"],
+                     "ess_final": r["ess_final"], "emphasis_collapse_epochs": r["emphasis_collapse_epochs"],
+                     "seconds": r["seconds"]})
+    best = max(rows, key=lambda r: r["holdout_acc_noisy"])  # the first of equals
+    result = {"lam": best["lam"], "beta": best["beta"], "warmup": cfg.warmup, "holdout": cfg.tune_holdout,
+              "n_holdout": int(held.sum()), "table": rows}
+    with atomic_path(out / "tune.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    write_json(out / "tune.json", result)
+    return result
 
 
 def _run_phase(phase: _Phase, resume: bool) -> dict:

@@ -26,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .presets import REFERENCE_EPS
+
 __all__ = [
     "REFERENCE_EPS",
     "TRANSFORMS",
@@ -34,6 +36,7 @@ __all__ = [
     "check_settings",
     "gr_terms",
     "gr_gradient",
+    "ce_gradient",
     "emphasis_weights",
     "emphasis_focus",
     "emphasis_spread",
@@ -46,8 +49,6 @@ NORMALIZATIONS = ("sum", "mean")
 
 # exp(beta) must stay finite in float32 when weights are not normalised over the batch
 _MAX_MEAN_EXP_BETA = 80.0
-# the reference layer's epsilon in (p - y) / (2 - 2p + eps)
-REFERENCE_EPS = 1e-6
 
 
 def check_settings(
@@ -128,9 +129,15 @@ def gr_terms(
     transform: str = "exp",  # "exp" (GR) or "identity": `g` in w = g(beta * p**lam * (1 - p))
     normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
     eps: float = REFERENCE_EPS,  # the reference layer's saturation: direction times 2(1-p) / (2(1-p) + eps)
+    mix: float = 1.0,  # share a of GR in a * G_GR + (1 - a) * G_CE; below 1 blends in mean cross-entropy
 ) -> GRTerms:
-    "GR's gradient w.r.t. `logits`, with the per-example weights and label probabilities it came from."
+    """GR's gradient w.r.t. `logits`, with the per-example weights and label probabilities it came from.
+
+    `mix < 1` returns the blend `mix * G + (1 - mix) * G_CE` with the mean cross-entropy gradient
+    `G_CE_i = 2 (1 - p_i) u_i / N` (the emphasis warm-up of `GRCallback`); `weight` stays GR's."""
     check_settings(lam, beta, transform, normalize, eps)
+    if not 0 <= mix <= 1:
+        raise ValueError(f"mix must be in [0, 1], got {mix}")
     _check_inputs(logits, targets)
     n_classes = logits.shape[1]
     # float32 at least, so half-precision logits get exact-enough weights; float64 stays float64
@@ -161,6 +168,9 @@ def gr_terms(
             # r_i = 2(1-p) / (2(1-p) + eps) from the exact 1 - p_i; 0 where 1 - p_i underflows
             one_minus_p = torch.exp(log_1mp)
             scale = weight * (one_minus_p / (one_minus_p + eps / 2))
+        if mix < 1:
+            # cross-entropy's own gradient has the same direction, with magnitude 2 (1 - p_i) / N
+            scale = mix * scale + (1 - mix) * 2 * torch.exp(log_1mp) / n
         g = (u * scale[:, None]).to(logits.dtype)
         shape = logits.shape[:1] + logits.shape[2:] + (n_classes,)
         gradient = g.reshape(shape).movedim(-1, 1)
@@ -183,6 +193,14 @@ def gr_gradient(
     the default `eps` moves each entry by at most `beta * eps / 4` divided by the batch size.
     """
     return gr_terms(logits, targets, lam, beta, transform, normalize, eps).gradient
+
+
+def ce_gradient(
+    logits: Tensor,  # (B, C) or (B, C, *), class axis 1
+    targets: Tensor,  # (B,) or (B, *): integer labels in [0, C)
+) -> Tensor:  # (B, C, *) like `logits`: the gradient of mean cross-entropy w.r.t. them
+    "The mean cross-entropy gradient `(softmax - onehot) / N`, computed like GR's (no cancellation at p = 1)."
+    return gr_terms(logits, targets, 0.0, 0.0, eps=0.0, mix=0.0).gradient
 
 
 def emphasis_weights(

@@ -10,7 +10,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-__all__ = ["Setting", "PAPER_SETTINGS", "FIXED_DEFAULT", "paper_setting", "BUDGET_WARNING"]
+__all__ = ["Setting", "PAPER_SETTINGS", "FIXED_DEFAULT", "paper_setting", "BUDGET_WARNING", "REFERENCE_EPS",
+           "DEFAULT_WARMUP", "TUNE_GRID"]
+
+# the authors' reference layer's epsilon in (p - y) / (2 - 2p + eps): fitted examples stop pushing their logits
+REFERENCE_EPS = 1e-6
+# GR blends in from cross-entropy over this fraction of training (README, "Emphasis collapse": measured)
+DEFAULT_WARMUP = 0.0
+# (lam, beta) that the tuner tries: the paper's fixed default, its CIFAR rows, and gentler spreads
+TUNE_GRID = ((0.5, 4.0), (0.5, 8.0), (1.0, 8.0), (1.0, 16.0), (2.0, 12.0))
 
 
 class Setting(NamedTuple):

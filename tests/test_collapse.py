@@ -1,0 +1,154 @@
+"""Emphasis collapse: the effective sample size, its warning, the warm-up that prevents it, and the tuner."""
+
+import json
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastgr import (
+    EmphasisCollapseWarning,
+    GRCallback,
+    ce_gradient,
+    effective_sample_size,
+    emphasis_weights,
+    gr_gradient,
+    gr_terms,
+)
+from tests.conftest import make_image_folder
+from tests.test_callback import Grab, fit, linear_problem, make_learner
+
+
+def test_ess_on_crafted_logits():
+    B, C = 64, 10
+    y = torch.zeros(B, dtype=torch.long)
+    # every example at the same p: equal weights, the whole batch counts
+    same = torch.zeros(B, C)
+    assert effective_sample_size(emphasis_weights(same, y, 1.0, 16.0)).item() == pytest.approx(1.0)
+    # one example at the focus p = 1/2, the rest fitted (p near 1): with beta 200 it carries the batch
+    crafted = torch.zeros(B, C)
+    crafted[1:, 0] = 20.0
+    crafted[0, 0] = torch.log(torch.tensor(9.0))  # p = 9 / (9 + 9) = 1/2
+    w = emphasis_weights(crafted, y, 1.0, 200.0)
+    assert w[0].item() > 0.999
+    assert effective_sample_size(w).item() == pytest.approx(1 / B, rel=1e-3)
+
+
+def test_ce_gradient_and_the_blend_are_what_they_say():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(16, 5, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, 5, (16,), generator=g)
+    zz = z.clone().requires_grad_(True)
+    F.cross_entropy(zz, y).backward()
+    torch.testing.assert_close(ce_gradient(z, y), zz.grad, rtol=1e-12, atol=1e-15)
+    for a in (0.0, 0.3, 1.0):
+        blend = gr_terms(z, y, 1.0, 16.0, mix=a).gradient
+        torch.testing.assert_close(blend, a * gr_gradient(z, y, 1.0, 16.0) + (1 - a) * zz.grad, rtol=1e-12,
+                                   atol=1e-15)
+    with pytest.raises(ValueError, match=r"mix must be in \[0, 1\]"):
+        gr_terms(z, y, mix=1.5)
+
+
+@pytest.mark.parametrize("mode", ["blend", "ramp"])
+def test_warmup_gradient_equals_the_documented_schedule(mode):
+    x, y = linear_problem(n=16)
+    grab = Grab()
+    learn = make_learner(x, y, bs=8, cbs=[GRCallback(lam=1.0, beta=16.0, warmup=1.0, warmup_mode=mode), grab])
+    fit(learn, epochs=1, lr=0.1)
+    (z0, z1), (x0, x1), (y0, y1) = grab.logits, x.split(8), y.split(8)
+    # batch 0 starts training (a = 0): plain cross-entropy, or GR's cross-entropy-like lam 0, beta 2
+    if mode == "blend":
+        g0 = torch.autograd.functional.jacobian(lambda z: F.cross_entropy(z, y0), z0)
+    else:
+        g0 = gr_gradient(z0, y0, 0.0, 2.0)
+    torch.testing.assert_close(grab.grads[0][0], g0.T @ x0, rtol=1e-5, atol=1e-6)
+    # batch 1 starts half-way (a = 0.5 of a warm-up over all of training)
+    if mode == "blend":
+        g1 = 0.5 * gr_gradient(z1, y1, 1.0, 16.0) + 0.5 * ce_gradient(z1, y1)
+    else:
+        g1 = gr_gradient(z1, y1, 0.5, 2.0 + 0.5 * (16.0 - 2.0))
+    torch.testing.assert_close(grab.grads[1][0], g1.T @ x1, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(grab.grads[1][0], gr_gradient(z1, y1, 1.0, 16.0).T @ x1, atol=1e-4)
+
+
+def test_collapse_warning_fires_when_the_emphasis_starves_training():
+    x, y = linear_problem(n=64, c=4)
+    gr = GRCallback(lam=1.0, beta=1000.0)
+    learn = make_learner(x, y, bs=32, cbs=[gr])
+    with pytest.warns(EmphasisCollapseWarning, match="emphasis collapse: lower beta or lam, or use warm-up"):
+        fit(learn, epochs=3)
+    assert gr.collapsed_epochs == [0, 1, 2]
+    assert all(h["gr_ess"] < 0.1 for h in gr.history)
+
+
+def test_no_collapse_warning_on_a_healthy_run_or_during_warmup():
+    x, y = linear_problem(n=64, c=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmphasisCollapseWarning)
+        healthy = GRCallback(lam=0.5, beta=8.0)
+        fit(make_learner(x, y, bs=32, cbs=[healthy]), epochs=3)
+        assert healthy.collapsed_epochs == [] and min(h["gr_ess"] for h in healthy.history) > 0.5
+        # the same starving setting, but still warming up for the whole fit: nothing to report yet
+        warming = GRCallback(lam=1.0, beta=1000.0, warmup=1.0)
+        fit(make_learner(x, y, bs=32, cbs=[warming]), epochs=2)
+        assert warming.collapsed_epochs == []
+        silenced = GRCallback(lam=1.0, beta=1000.0, ess_threshold=None)
+        fit(make_learner(x, y, bs=32, cbs=[silenced]), epochs=1)
+
+
+def test_bad_warmup_settings():
+    with pytest.raises(ValueError, match="warmup must be a fraction"):
+        GRCallback(warmup=1.5)
+    with pytest.raises(ValueError, match="unknown warmup_mode 'cosine'"):
+        GRCallback(warmup_mode="cosine")
+
+
+@pytest.fixture
+def larger_folder(tmp_path):
+    return make_image_folder(tmp_path / "imgs40", per_class=40, held_out=10)
+
+
+def test_tuner_picks_the_best_of_a_grid(tmp_path, larger_folder):
+    """A grid whose second setting starves training (focus at p = 0, beta 1000: each batch is carried by its
+    worst-fitted example, under noise mostly a wrong label): the tuner must pick the first."""
+    from fastgr.experiment import TrainConfig, tune_run
+
+    cfg = TrainConfig(data=str(larger_folder), noise=0.25, epochs=6, img_size=8, bs=16, tune_holdout=0.25)
+    result = tune_run(cfg, tmp_path / "tune", grid=[(0.5, 8.0), (0.0, 1000.0)])
+    table = pd.read_csv(tmp_path / "tune" / "tune.csv")
+    assert list(zip(table.lam, table.beta)) == [(0.5, 8.0), (0.0, 1000.0)]
+    good, starved = table.holdout_acc_noisy
+    assert good > starved + 0.1, table
+    assert (result["lam"], result["beta"]) == (0.5, 8.0)
+    assert table.emphasis_collapse_epochs[1] > 0 and table.emphasis_collapse_epochs[0] == 0
+    # a quarter of each *given* class (the noise moves some images between classes): about 30 of 120
+    assert abs(result["n_holdout"] - 30) <= 2
+    assert json.loads((tmp_path / "tune" / "tune.json").read_text())["lam"] == 0.5
+
+
+def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
+    from typer.testing import CliRunner
+
+    from fastgr.cli import app
+
+    runner = CliRunner()
+    tiny = ["--noise", "0.25", "--epochs", "6", "--img-size", "8", "--bs", "16"]
+    r = runner.invoke(app, ["tune", str(larger_folder), "--grid", "0.5,8 0,1000", "--holdout", "0.25", *tiny])
+    assert r.exit_code == 0, r.output
+    assert "chosen: --lam 0.5 --beta 8" in r.stdout
+    r = runner.invoke(app, ["tune", str(larger_folder), "--grid", "0.5,x"])
+    assert r.exit_code == 2 and "--grid takes" in r.output
+    out = tmp_path / "tuned"
+    r = runner.invoke(app, ["train", str(larger_folder), "--tune", *tiny, "--epochs", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    chosen = json.loads((out / "tune.json").read_text())
+    assert (config["resolved"]["lam"], config["resolved"]["beta"]) == (chosen["lam"], chosen["beta"])
+    assert config["resolved"]["setting_source"].startswith("tuned")
+    r = runner.invoke(app, ["train", str(larger_folder), "--lam", "0", "--beta", "1000", *tiny,
+                            "--out", str(tmp_path / "starved")])
+    assert r.exit_code == 0, r.output
+    assert "emphasis collapse: lower beta or lam, or use warm-up" in r.stdout
+    assert json.loads((tmp_path / "starved" / "summary.json").read_text())["emphasis_collapse_epochs"] > 0
