@@ -51,8 +51,28 @@ def table(rows: dict) -> str:
                 f"| {ROWS[key][0]}{lam if key in ('preset', 'tune') else ''} | {f(r['test_accuracy_final'])} | "
                 f"{f(r['train_accuracy_given'])} | {f(r['train_accuracy_true'])} | {f(r['ess_final'])} | "
                 f"{'yes' if r['emphasis_collapse_epochs'] else 'no'} ({r['emphasis_collapse_epochs']}) | "
-                f"{r['wall_seconds'] / 60:.1f} |")
+                f"{r['seconds'] / 60:.1f} |")
     return "\n".join(lines)
+
+
+def recount_collapses(rows: dict, keep: Path, n_classes: int = 10) -> None:
+    """Count each kept run's collapse epochs again with the current rule (`GRCallback.is_collapse`) from its
+    per-epoch gr_ess and gr_mean_p, for rows measured before the rule changed."""
+    import pandas as pd
+
+    from fastgr import GRCallback
+
+    rule = GRCallback()
+    for key, r in rows.items():
+        metrics = keep / key / "metrics.csv"
+        if r["lam"] is None or not metrics.exists():
+            continue
+        m = pd.read_csv(metrics)
+        after = m[(m.epoch - 1) / len(m) >= (r["warmup"] or 0.0)]
+        steps = 5000 // BASE["bs"]  # training batches per epoch (the last, incomplete one is dropped)
+        r["emphasis_collapse_epochs"] = len(rule.collapsed_in(
+            [(e, p, steps) for e, p in zip(after.gr_ess, after.gr_mean_p)], n_classes))
+        r["ess_min"] = float(after.gr_ess.min())
 
 
 def main() -> None:
@@ -60,7 +80,8 @@ def main() -> None:
     ap.add_argument("--data", default=".data/cifar5k")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--out", type=Path, default=Path("bench/results/cifar_budget.json"))
-    ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here (an interrupted row resumes)")
+    ap.add_argument("--recount", action="store_true", help="train nothing: recount the kept runs' collapse epochs")
     a = ap.parse_args()
     if not Path(a.data, "train").is_dir():
         raise SystemExit(f"{a.data}/train missing: python3 ../shared/tools/unpack_cifar10.py {a.data} "
@@ -69,10 +90,17 @@ def main() -> None:
     results["meta"] = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
                        "versions": _versions(), "protocol": BASE, "data": a.data}
     root = a.keep or Path(tempfile.mkdtemp())
+    if a.recount:
+        recount_collapses(results["rows"], root)
+        a.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(table(results["rows"]))
+        return
     for key in a.rows:
         cfg = TrainConfig(data=a.data, **{**BASE, **ROWS[key][1]})
         t0 = time.perf_counter()
-        s = train_run(cfg, root / key, overwrite=True)
+        out = root / key
+        resume = a.keep is not None and (out / "checkpoint.pth").exists() and not (out / "summary.json").exists()
+        s = train_run(cfg, out, overwrite=not resume, resume=resume)  # an interrupted row continues
         s["wall_seconds"] = time.perf_counter() - t0
         s["config"] = ROWS[key][1]
         results["rows"][key] = s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -31,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--noise", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--warmup", type=float, default=None, help="GR's warm-up; the CLI's default if not given")
     ap.add_argument("--out", type=Path, default=Path("bench/results/digits.json"))
     a = ap.parse_args()
     rows = []
@@ -38,14 +40,17 @@ def main() -> None:
         for noise in a.noise:
             for name, kw in METHODS.items():
                 t0 = time.perf_counter()
-                s = train_run(TrainConfig(noise=noise, epochs=a.epochs, correct=True, **kw),
+                warm = {} if a.warmup is None else {"warmup": a.warmup}
+                s = train_run(TrainConfig(noise=noise, epochs=a.epochs, correct=True, **warm, **kw),
                               Path(tmp) / f"{noise}-{name[:2]}-{len(rows)}")
                 rows.append({"noise": noise, "method": name, **s, "wall_seconds": time.perf_counter() - t0})
                 print(json.dumps(rows[-1]), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "versions": _versions(), "command": "uv run python bench/digits_noise.py " + " ".join(
-                f"--noise {' '.join(map(str, a.noise))} --epochs {a.epochs}".split())}
+                f"--noise {' '.join(map(str, a.noise))} --epochs {a.epochs}".split()
+                + ([] if a.warmup is None else ["--warmup", str(a.warmup)])),
+            "threads_env": os.environ.get("OMP_NUM_THREADS")}
     a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(table(rows))
 

@@ -13,12 +13,24 @@ from fastai.callback.training import GradientAccumulation
 from .gradient import REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
 from .telemetry import StatColumns, batch_indices
 
-__all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE"]
+__all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE", "FIT_COLLAPSE", "COLLAPSE_STEPS"]
 
 WARMUP_MODES = ("blend", "ramp")
-# an epoch whose batches average a lower effective sample size (fraction of the batch) is an emphasis collapse;
-# README, "Emphasis collapse", has the measurements behind it
-ESS_COLLAPSE = 0.1
+# Emphasis collapse: epochs in a row, together at least COLLAPSE_STEPS training steps, whose batches average an
+# effective sample size below ESS_COLLAPSE (fraction of the batch) while the mean p_i of the given labels stays below
+# FIT_COLLAPSE times chance (1 / C). Low ESS alone is not starvation (a warmed-up run that trains well can sit lower
+# than a collapsed one), and a healthy GR run can start that way for a few dozen steps before it takes off:
+# docs/design.md and BENCHMARKS.md have the runs behind the three numbers.
+ESS_COLLAPSE = 0.3
+FIT_COLLAPSE = 2.0
+COLLAPSE_STEPS = 100
+
+
+def _distributed() -> bool:
+    "Whether training runs on several torch.distributed ranks (DDP): GR then normalises over the global batch."
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class EmphasisCollapseWarning(UserWarning):
@@ -29,7 +41,8 @@ class GRCallback(StatColumns, Callback):
     """Gradient rescaling (GR): the gradient sent into the logits becomes `G` of `gr_gradient`.
 
     Acts in `after_loss` on training batches: `learn.loss_grad` becomes a surrogate whose gradient w.r.t.
-    `learn.pred` is `G`, while `learn.loss` (what is logged) stays the learner's own loss. Adds three columns
+    `learn.pred` is `G`, while `learn.loss` (what is logged) stays the learner's own loss. Under DDP
+    (`learn.distrib_ctx()`, torchrun, accelerate) the weights are normalised over the global batch. Adds three columns
     to the training table, means over the epoch's training batches: `gr_spread` (emphasis spread),
     `gr_ess` (effective sample size as a fraction of the batch) and `gr_mean_p` (probability of the
     given label).
@@ -51,6 +64,8 @@ class GRCallback(StatColumns, Callback):
         warmup: float = 0.0,  # fraction of training over which GR takes over from cross-entropy; 0: GR from the start
         warmup_mode: str = "blend",  # blend: a*G_GR + (1-a)*G_CE; ramp: lam, beta from (0, 2) to (lam, beta)
         ess_threshold: float | None = ESS_COLLAPSE,  # warn when an epoch's mean gr_ess is below it; None: never
+        fit_threshold: float = FIT_COLLAPSE,  # ... while its mean p_i is below this many times chance (1 / C)
+        collapse_steps: int = COLLAPSE_STEPS,  # ... for epochs in a row that add up to at least this many steps
     ):
         check_settings(lam, beta, transform, normalize, eps)
         if not 0 <= warmup <= 1:
@@ -59,6 +74,7 @@ class GRCallback(StatColumns, Callback):
             raise ValueError(f"unknown warmup_mode {warmup_mode!r}; choose one of {', '.join(WARMUP_MODES)}")
         self.lam, self.beta, self.transform, self.normalize, self.eps = lam, beta, transform, normalize, eps
         self.warmup, self.warmup_mode, self.ess_threshold = warmup, warmup_mode, ess_threshold
+        self.fit_threshold, self.collapse_steps = fit_threshold, collapse_steps
         self.collapsed_epochs: list[int] = []
         self.record_examples = record_examples
         self.epoch_stats: dict[str, float] = {}
@@ -75,6 +91,7 @@ class GRCallback(StatColumns, Callback):
             )
         self.add_columns(self.learn)
         self._warned = False
+        self._streak: list[tuple[int, int]] = []  # (epoch, steps) of the epochs in a row that look starved
 
     def progress(self) -> float:
         "How far GR has taken over: 0 at the start of training, 1 once the warm-up is over."
@@ -89,7 +106,7 @@ class GRCallback(StatColumns, Callback):
     def before_epoch(self):
         self._warmed_up = False
         self._sums: dict[str, torch.Tensor] = {}
-        self._n_batches = self._n_examples = 0
+        self._n_batches = self._n_examples = self._n_classes = 0
         self._records: list[tuple[torch.Tensor, ...]] = []
         self.epoch_stats = {}
 
@@ -107,14 +124,14 @@ class GRCallback(StatColumns, Callback):
         expected = pred.shape[:1] + pred.shape[2:]
         if isinstance(y, torch.Tensor) and y.shape != expected and y.numel() == expected.numel():
             y = y.reshape(expected)  # e.g. fastai tabular's (B, 1) targets, flattened as CrossEntropyLossFlat does
-        a = self.progress()
-        if a >= 1:
-            terms = gr_terms(pred, y, self.lam, self.beta, self.transform, self.normalize, self.eps)
-        elif self.warmup_mode == "blend":
-            terms = gr_terms(pred, y, self.lam, self.beta, self.transform, self.normalize, self.eps, mix=a)
-        else:  # ramp from a cross-entropy-like emphasis (lam 0, beta 2: the hardest examples weigh most)
+        self._n_classes = pred.shape[1]
+        a, world = self.progress(), _distributed()
+        lam, beta, mix = self.lam, self.beta, 1.0
+        if a < 1 and self.warmup_mode == "blend":
+            mix = a
+        elif a < 1:  # ramp from a cross-entropy-like emphasis (lam 0, beta 2: the hardest examples weigh most)
             lam, beta = a * self.lam, 2.0 + a * (self.beta - 2.0)
-            terms = gr_terms(pred, y, lam, beta, self.transform, self.normalize, self.eps)
+        terms = gr_terms(pred, y, lam, beta, self.transform, self.normalize, self.eps, mix=mix, world=world)
         # its gradient w.r.t. pred is exactly G; MixedPrecision/GradientAccumulation rescale it later
         self.learn.loss_grad = (terms.gradient.detach() * pred).sum()
         self._accumulate(terms)
@@ -140,17 +157,39 @@ class GRCallback(StatColumns, Callback):
         self.remove_columns(self.learn)
 
     # -- helpers ------------------------------------------------------------------------------------
+    def is_collapse(self, ess: float, mean_p: float, n_classes: int) -> bool:
+        "Whether an epoch with these means looks starved: few examples carry its batches, and none fits its label."
+        if self.ess_threshold is None or n_classes < 2:
+            return False
+        return ess < self.ess_threshold and mean_p < self.fit_threshold / n_classes
+
+    def collapsed_in(self, epochs: list[tuple[float, float, int]], n_classes: int) -> list[int]:
+        "Positions of `epochs`, (gr_ess, gr_mean_p, steps) each, that this rule counts as collapsed (post warm-up)."
+        out, streak = [], []
+        for i, (ess, mean_p, steps) in enumerate(epochs):
+            streak = streak + [(i, steps)] if self.is_collapse(ess, mean_p, n_classes) else []
+            if streak and sum(n for _, n in streak) >= self.collapse_steps:
+                out.extend(j for j, _ in streak if j not in out)
+        return out
+
     def _check_collapse(self):
-        ess = self.epoch_stats["gr_ess"]
-        if self.ess_threshold is None or not self._warmed_up or ess >= self.ess_threshold:
+        ess, mean_p = self.epoch_stats["gr_ess"], self.epoch_stats["gr_mean_p"]
+        if not self._warmed_up or not self.is_collapse(ess, mean_p, self._n_classes):
+            self._streak = []
             return
-        self.collapsed_epochs.append(self.epoch)
+        self._streak.append((self.epoch, self._n_batches))
+        if sum(steps for _, steps in self._streak) < self.collapse_steps:
+            return
+        new = [e for e, _ in self._streak if e not in self.collapsed_epochs]
+        self.collapsed_epochs.extend(new)
         if not self._warned:
             self._warned = True
             warnings.warn(
                 f"emphasis collapse: lower beta or lam, or use warm-up (epoch {self.epoch + 1}: the batches' "
-                f"effective sample size averaged {ess:.3f} of the batch, below {self.ess_threshold:g}; "
-                f"lam={self.lam:g}, beta={self.beta:g}); later epochs are counted in collapsed_epochs",
+                f"effective sample size averaged {ess:.3f} of the batch, below {self.ess_threshold:g}, while the "
+                f"mean probability of the given labels, {mean_p:.3f}, stayed below {self.fit_threshold:g}x chance, "
+                f"for {len(self._streak)} epochs in a row; lam={self.lam:g}, beta={self.beta:g}); later epochs are "
+                "counted in collapsed_epochs",
                 EmphasisCollapseWarning, stacklevel=2)
 
     def _accumulate(self, terms):

@@ -389,6 +389,7 @@ class _Phase:
             "train_accuracy_true": float((pred == true).mean()) if self.truth_known else None,
             "epochs": len(self.rows),
             "ess_final": ess[-1] if ess else None,
+            "ess_min": min(ess) if ess else None,
             "emphasis_collapse_epochs": len(gr.collapsed_epochs) if gr is not None else 0,
         }
         if not self.light:
@@ -519,7 +520,8 @@ def train_run(
         "noise_rate_realised": noisy.realised_rate if truth_known else None,
         "truth_known": truth_known,
         "loss": cfg.loss, "lam": settings["lam"], "beta": settings["beta"], "warmup": settings["warmup"],
-        "ess_final": result.get("ess_final"), "emphasis_collapse_epochs": result.get("emphasis_collapse_epochs", 0),
+        "ess_final": result.get("ess_final"), "ess_min": result.get("ess_min"),
+        "emphasis_collapse_epochs": result.get("emphasis_collapse_epochs", 0),
         "skipped_files": len(data.skipped),
     }
     if cfg.correct:

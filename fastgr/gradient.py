@@ -130,11 +130,17 @@ def gr_terms(
     normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
     eps: float = REFERENCE_EPS,  # the reference layer's saturation: direction times 2(1-p) / (2(1-p) + eps)
     mix: float = 1.0,  # share a of GR in a * G_GR + (1 - a) * G_CE; below 1 blends in mean cross-entropy
+    world: bool = False,  # "sum" over the global batch of all torch.distributed ranks (for DDP)
 ) -> GRTerms:
     """GR's gradient w.r.t. `logits`, with the per-example weights and label probabilities it came from.
 
     `mix < 1` returns the blend `mix * G + (1 - mix) * G_CE` with the mean cross-entropy gradient
-    `G_CE_i = 2 (1 - p_i) u_i / N` (the emphasis warm-up of `GRCallback`); `weight` stays GR's."""
+    `G_CE_i = 2 (1 - p_i) u_i / N` (the emphasis warm-up of `GRCallback`); `weight` stays GR's.
+
+    `world=True` (with "sum") normalises the weights over the batches of all ranks — one all-reduce of the
+    maximum and one of the sum, no host synchronisation — and multiplies this rank's gradient by the world size,
+    so that DDP's averaging of the ranks' parameter gradients gives the gradient of the concatenated batch.
+    ("mean" needs neither: DDP's average of per-rank means is the global mean, for equal batch sizes.)"""
     check_settings(lam, beta, transform, normalize, eps)
     if not 0 <= mix <= 1:
         raise ValueError(f"mix must be in [0, 1], got {mix}")
@@ -153,21 +159,28 @@ def gr_terms(
         # p_i**lam * (1 - p_i) in [0, 1]; lam = 0 gives p**0 = 1 since log_p is finite
         base = torch.exp(lam * log_p + log_1mp)
         n = base.shape[0]
+        ranks = _world_size() if world and normalize == "sum" else 1
         if transform == "exp":
             s = beta * base
-            weight = torch.softmax(s, dim=0) if normalize == "sum" else torch.exp(s) / n
+            if normalize == "mean":
+                weight = torch.exp(s) / n
+            elif ranks > 1:
+                weight = _global_softmax(s)
+            else:
+                weight = torch.softmax(s, dim=0)
         elif normalize == "sum":
             # beta cancels; leaving it out keeps tiny betas from underflowing
-            weight = base / base.sum().clamp_min(torch.finfo(cdtype).tiny) if beta > 0 else torch.zeros_like(base)
+            total = _global_sum(base.sum()) if ranks > 1 else base.sum()
+            weight = base / total.clamp_min(torch.finfo(cdtype).tiny) if beta > 0 else torch.zeros_like(base)
         else:
             weight = beta * base / n
         # u_i = (p_i - onehot) / ||.||_1 = q_i / 2 off the label and -1/2 on it
         u = torch.softmax(z_other, dim=1).mul_(0.5).masked_fill_(is_label, -0.5)
-        scale = weight
+        scale = weight * ranks if ranks > 1 else weight
         if eps > 0:
             # r_i = 2(1-p) / (2(1-p) + eps) from the exact 1 - p_i; 0 where 1 - p_i underflows
             one_minus_p = torch.exp(log_1mp)
-            scale = weight * (one_minus_p / (one_minus_p + eps / 2))
+            scale = scale * (one_minus_p / (one_minus_p + eps / 2))
         if mix < 1:
             # cross-entropy's own gradient has the same direction, with magnitude 2 (1 - p_i) / N
             scale = mix * scale + (1 - mix) * 2 * torch.exp(log_1mp) / n
@@ -175,6 +188,30 @@ def gr_terms(
         shape = logits.shape[:1] + logits.shape[2:] + (n_classes,)
         gradient = g.reshape(shape).movedim(-1, 1)
     return GRTerms(gradient, weight, torch.exp(log_p))
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _global_sum(x: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def _global_softmax(s: Tensor) -> Tensor:
+    "softmax over the concatenation of every rank's `s` (N_r,), this rank's part: a global max, then a global sum."
+    import torch.distributed as dist
+
+    m = s.max() if s.numel() else s.new_tensor(float("-inf"))
+    dist.all_reduce(m, op=dist.ReduceOp.MAX)
+    e = torch.exp(s - m)
+    return e / _global_sum(e.sum())
 
 
 def gr_gradient(

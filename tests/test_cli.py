@@ -6,12 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from fastgr.cli import app
 from typer.testing import CliRunner
 
-from fastgr.cli import app
 from tests.conftest import make_image_folder
 
 runner = CliRunner()

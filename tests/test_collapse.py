@@ -73,11 +73,62 @@ def test_warmup_gradient_equals_the_documented_schedule(mode):
     assert not torch.allclose(grab.grads[1][0], gr_gradient(z1, y1, 1.0, 16.0).T @ x1, atol=1e-4)
 
 
-def test_collapse_warning_fires_when_the_emphasis_starves_training():
-    x, y = linear_problem(n=64, c=4)
-    gr = GRCallback(lam=1.0, beta=1000.0)
-    learn = make_learner(x, y, bs=32, cbs=[gr])
+def crafted_learner(rest_logit: float, gr: GRCallback, n: int = 64, c: int = 10):
+    """A Learner whose logits are fixed and crafted (one-hot inputs, a linear layer holding the logits, lr 0): in
+    each batch of 32 one example sits at GR's focus p = 1/2 (lam 1), the others at p = softmax of `rest_logit`
+    against nine zeros. With beta 200 the focus example carries its batch (ESS about 1/32)."""
+    y = torch.zeros(n, dtype=torch.long)
+    logits = torch.zeros(n, c)
+    logits[:, 0] = rest_logit
+    logits[::32, 0] = torch.log(torch.tensor(9.0))  # p = 9 / (9 + 9) = 1/2
+    learn = make_learner(torch.eye(n), y, bs=32, c=c, cbs=[gr])
+    with torch.no_grad():
+        learn.model.weight.copy_(logits.T)
+        learn.model.bias.zero_()
+    fit(learn, epochs=2, lr=0.0)
+    return learn
+
+
+def test_collapse_warning_fires_on_crafted_logits_that_starve_training():
+    # the rest at p = 1/(1 + 9 e^2) ~ 0.015, below chance: nothing is learnt and one example per batch counts
+    gr = GRCallback(lam=1.0, beta=200.0, collapse_steps=4)  # two epochs of two steps
     with pytest.warns(EmphasisCollapseWarning, match="emphasis collapse: lower beta or lam, or use warm-up"):
+        crafted_learner(-2.0, gr)
+    assert gr.collapsed_epochs == [0, 1]
+    assert all(h["gr_ess"] == pytest.approx(1 / 32, rel=1e-2) and h["gr_mean_p"] < 0.2 for h in gr.history)
+    # a starved start shorter than collapse_steps is not reported: healthy runs can begin like this
+    brief = GRCallback(lam=1.0, beta=200.0, collapse_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmphasisCollapseWarning)
+        crafted_learner(-2.0, brief)
+    assert brief.collapsed_epochs == []
+    # the rule replayed on per-epoch means: (gr_ess, gr_mean_p, steps); a fitted epoch breaks the streak
+    rule = GRCallback(collapse_steps=100)
+    starved, fitted = (0.2, 0.15, 40), (0.2, 0.5, 40)
+    assert rule.collapsed_in([starved] * 3, 10) == [0, 1, 2]
+    assert rule.collapsed_in([starved, starved, fitted, starved, starved], 10) == []
+    assert rule.collapsed_in([fitted, starved, starved, starved, starved], 10) == [1, 2, 3, 4]
+
+
+def test_low_ess_on_fitted_labels_is_not_a_collapse():
+    """The same concentrated weights, but the other examples fit their labels (p ~ 0.97): a warmed-up run
+    that trains well can look like this (BENCHMARKS.md), so no warning."""
+    gr = GRCallback(lam=1.0, beta=200.0, collapse_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmphasisCollapseWarning)
+        crafted_learner(6.0, gr)
+    assert gr.collapsed_epochs == []
+    assert all(h["gr_ess"] < 0.05 and h["gr_mean_p"] > 0.9 for h in gr.history)
+    # the rule itself, at its thresholds: ESS below 0.3 of the batch and mean p below twice chance
+    assert gr.is_collapse(0.29, 0.19, 10) and not gr.is_collapse(0.31, 0.19, 10)
+    assert not gr.is_collapse(0.29, 0.21, 10) and gr.is_collapse(0.29, 0.49, 4)
+
+
+def test_collapse_warning_on_a_training_run_that_starves():
+    x, y = linear_problem(n=64, c=4)
+    gr = GRCallback(lam=1.0, beta=1000.0, collapse_steps=6)
+    learn = make_learner(x, y, bs=32, cbs=[gr])
+    with pytest.warns(EmphasisCollapseWarning, match="emphasis collapse"):
         fit(learn, epochs=3)
     assert gr.collapsed_epochs == [0, 1, 2]
     assert all(h["gr_ess"] < 0.1 for h in gr.history)
@@ -87,11 +138,11 @@ def test_no_collapse_warning_on_a_healthy_run_or_during_warmup():
     x, y = linear_problem(n=64, c=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmphasisCollapseWarning)
-        healthy = GRCallback(lam=0.5, beta=8.0)
+        healthy = GRCallback(lam=0.5, beta=8.0, collapse_steps=1)
         fit(make_learner(x, y, bs=32, cbs=[healthy]), epochs=3)
         assert healthy.collapsed_epochs == [] and min(h["gr_ess"] for h in healthy.history) > 0.5
         # the same starving setting, but still warming up for the whole fit: nothing to report yet
-        warming = GRCallback(lam=1.0, beta=1000.0, warmup=1.0)
+        warming = GRCallback(lam=1.0, beta=1000.0, warmup=1.0, collapse_steps=1)
         fit(make_learner(x, y, bs=32, cbs=[warming]), epochs=2)
         assert warming.collapsed_epochs == []
         silenced = GRCallback(lam=1.0, beta=1000.0, ess_threshold=None)
@@ -110,28 +161,28 @@ def larger_folder(tmp_path):
     return make_image_folder(tmp_path / "imgs40", per_class=40, held_out=10)
 
 
-def test_tuner_picks_the_best_of_a_grid(tmp_path, larger_folder):
-    """A grid whose second setting starves training (focus at p = 0, beta 1000: each batch is carried by its
-    worst-fitted example, under noise mostly a wrong label): the tuner must pick the first."""
+def test_tuner_picks_the_best_of_a_grid(tmp_path):
+    """Digits with 40% noise and a grid whose second setting starves training (focus at p = 0, beta 1000: each
+    batch is carried by its worst-fitted example, under noise mostly a wrong label): the tuner must pick the
+    first. (Measured with 1 and 2 threads: held-out noisy accuracy about 0.48 against 0.10-0.13.)"""
     from fastgr.experiment import TrainConfig, tune_run
 
-    cfg = TrainConfig(data=str(larger_folder), noise=0.25, epochs=6, img_size=8, bs=16, tune_holdout=0.25)
+    cfg = TrainConfig(data="digits", noise=0.4, epochs=4, img_size=8, tune_holdout=0.25, warmup=0.0)
     result = tune_run(cfg, tmp_path / "tune", grid=[(0.5, 8.0), (0.0, 1000.0)])
     table = pd.read_csv(tmp_path / "tune" / "tune.csv")
     assert list(zip(table.lam, table.beta)) == [(0.5, 8.0), (0.0, 1000.0)]
     good, starved = table.holdout_acc_noisy
-    assert good > starved + 0.1, table
+    assert good > starved + 0.2, table
     assert (result["lam"], result["beta"]) == (0.5, 8.0)
-    assert table.emphasis_collapse_epochs[1] > 0 and table.emphasis_collapse_epochs[0] == 0
-    # a quarter of each *given* class (the noise moves some images between classes): about 30 of 120
-    assert abs(result["n_holdout"] - 30) <= 2
+    assert table.emphasis_collapse_epochs[0] == 0
+    # a quarter of each *given* class of the 1,437 training images
+    assert abs(result["n_holdout"] - 1437 / 4) <= 5
     assert json.loads((tmp_path / "tune" / "tune.json").read_text())["lam"] == 0.5
 
 
 def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
-    from typer.testing import CliRunner
-
     from fastgr.cli import app
+    from typer.testing import CliRunner
 
     runner = CliRunner()
     tiny = ["--noise", "0.25", "--epochs", "6", "--img-size", "8", "--bs", "16"]
@@ -147,8 +198,9 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     chosen = json.loads((out / "tune.json").read_text())
     assert (config["resolved"]["lam"], config["resolved"]["beta"]) == (chosen["lam"], chosen["beta"])
     assert config["resolved"]["setting_source"].startswith("tuned")
-    r = runner.invoke(app, ["train", str(larger_folder), "--lam", "0", "--beta", "1000", *tiny,
-                            "--out", str(tmp_path / "starved")])
+    # digits in batches of 64: 22 steps an epoch, so the starved run passes COLLAPSE_STEPS (100) in epoch 5
+    r = runner.invoke(app, ["train", "digits", "--lam", "0", "--beta", "1000", "--warmup", "0", "--noise", "0.4",
+                            "--epochs", "10", "--img-size", "8", "--bs", "64", "--out", str(tmp_path / "starved")])
     assert r.exit_code == 0, r.output
     assert "emphasis collapse: lower beta or lam, or use warm-up" in r.stdout
     assert json.loads((tmp_path / "starved" / "summary.json").read_text())["emphasis_collapse_epochs"] > 0

@@ -59,9 +59,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, image_folder, corr
 
 
 def test_cli_interrupt_exits_130_and_resume_finishes(tmp_path, image_folder, monkeypatch):
-    from typer.testing import CliRunner
-
     from fastgr.cli import app
+    from typer.testing import CliRunner
 
     args = [str(image_folder), "--noise", "0.25", "--epochs", "3", "--img-size", "8", "--bs", "16"]
     runner = CliRunner()
@@ -87,9 +86,8 @@ def test_cli_interrupt_exits_130_and_resume_finishes(tmp_path, image_folder, mon
 
 def test_gr_beats_ce_on_noisy_digits_and_correction_is_precise(tmp_path):
     """The demo, smaller: digits at 8x8, 20 epochs, 40% symmetric noise, then label correction and retraining."""
-    from typer.testing import CliRunner
-
     from fastgr.cli import app
+    from typer.testing import CliRunner
 
     runner = CliRunner()
     summaries = {}

@@ -1,0 +1,115 @@
+"""GR's overhead per training step: the same Learner and batches with and without `GRCallback`, side by side.
+
+    uv run python bench/gr_overhead.py                    # CPU: a small CNN, bs 128, 32x32
+    uv run python bench/gr_overhead.py --device cuda      # GPU: cifar_resnet56, bs 128, bf16, channels_last
+
+Interleaved repetitions (GR, CE, CE, GR, ...), each timing `--steps` training steps of a fastai Learner, and the
+median time per step of each; on CUDA the clock waits for the device only at the boundaries of a repetition.
+With `--sync-check` (CUDA) one epoch runs under `torch.cuda.set_sync_debug_mode("error")`: any host
+synchronisation inside a training step raises. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from functools import partial
+
+import torch
+from torch import nn
+
+
+def small_cnn(c: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, c))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--arch", default=None, help="default: small CNN on CPU, cifar_resnet56 on CUDA")
+    ap.add_argument("--bs", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--sync-check", action="store_true")
+    a = ap.parse_args()
+
+    from fastai.callback.fp16 import MixedPrecision
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.optimizer import SGD
+
+    from fastgr import GRCallback
+    from fastgr.data import TensorDL
+    from fastgr.models import create_model
+
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    arch = a.arch or ("cifar_resnet56" if cuda else "small_cnn")
+    torch.manual_seed(0)
+    n = a.bs * a.steps
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,))
+    common = dict(mean=[0.5] * 3, std=[0.25] * 3, device=dev, channels_last=cuda)
+    dl = TensorDL(x, y, a.bs, shuffle=True, drop_last=True, augment="crop+flip", **common)
+    dls = DataLoaders(dl, TensorDL(x[: a.bs], y[: a.bs], a.bs, **common), device=dev)
+    model = small_cnn() if arch == "small_cnn" else create_model(arch, 10)
+    if cuda:
+        model = model.to(dev, memory_format=torch.channels_last)
+    cbs = [MixedPrecision(amp_mode="bf16")] if cuda else []
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=partial(SGD, mom=0.9), cbs=cbs)
+    gr = GRCallback(lam=1.0, beta=16.0)
+
+    def epoch(with_gr: bool) -> float:
+        if with_gr:
+            learn.add_cb(gr)
+        try:
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with learn.no_bar(), learn.no_logging():
+                learn.fit(1, 0.01)  # training only matters; the held-out batch is one
+            if cuda:
+                torch.cuda.synchronize()
+            return (time.perf_counter() - t0) / a.steps
+        finally:
+            if with_gr:
+                learn.remove_cb(gr)
+
+    epoch(True), epoch(False)  # warm-up
+    times = {True: [], False: []}
+    for rep in range(a.reps):
+        for with_gr in ((True, False) if rep % 2 else (False, True)):
+            times[with_gr].append(epoch(with_gr))
+    med_gr, med_ce = statistics.median(times[True]), statistics.median(times[False])
+    out = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu", "threads": torch.get_num_threads(),
+           "arch": arch, "bs": a.bs, "amp": cuda, "steps": a.steps, "reps": a.reps,
+           "ms_per_step_ce": med_ce * 1e3, "ms_per_step_gr": med_gr * 1e3, "overhead": med_gr / med_ce - 1}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        epoch(False)
+        peak_ce = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        epoch(True)
+        out["peak_mem_mib_ce"], out["peak_mem_mib_gr"] = peak_ce / 2**20, torch.cuda.max_memory_allocated() / 2**20
+    if a.sync_check and cuda:
+        learn.add_cb(gr)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with learn.no_bar(), learn.no_logging():
+                learn.fit(1, 0.01)
+            out["sync_check"] = "no host synchronisation in a training epoch"
+        except RuntimeError as e:
+            out["sync_check"] = f"failed: {' '.join(str(e).split())[:200]}"
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""A process of the 2-rank (gloo, CPU) DDP test in test_distributed.py; spawned, so it lives in a module."""
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def run(rank: int, world: int, port: int, x, y, state, lr: float, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from fastai.data.core import DataLoaders
+        from fastai.data.load import DataLoader
+        from fastai.learner import Learner
+        from fastai.losses import CrossEntropyLossFlat
+        from fastai.optimizer import SGD
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        from fastgr import GRCallback, gr_terms
+
+        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+        # 1. the pure function inside DDP
+        model = nn.Linear(x.shape[1], state["weight"].shape[0])
+        model.load_state_dict(state)
+        ddp = DDP(model)
+        logits = ddp(xs)
+        terms = gr_terms(logits, ys, lam=1.0, beta=16.0, world=True)
+        (terms.gradient.detach() * logits).sum().backward()
+        grad = model.weight.grad.clone()
+        weight_sum = terms.weight.sum().clone()
+        dist.all_reduce(weight_sum)
+        # 2. GRCallback in a fastai Learner around a DDP model, one SGD step on this rank's shard
+        model2 = nn.Linear(x.shape[1], state["weight"].shape[0])
+        model2.load_state_dict(state)
+        dl = DataLoader(list(zip(xs, ys)), bs=len(ys), shuffle=False)
+        learn = Learner(DataLoaders(dl, dl), DDP(model2), loss_func=CrossEntropyLossFlat(),
+                        opt_func=lambda p, lr: SGD(p, lr, mom=0.0, wd=0.0), cbs=[GRCallback(lam=1.0, beta=16.0)])
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1, lr)
+        if rank == 0:
+            torch.save({"grad": grad, "weight_sum": weight_sum, "stepped": model2.weight.detach().clone()}, out)
+    finally:
+        dist.destroy_process_group()

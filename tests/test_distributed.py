@@ -1,0 +1,37 @@
+"""GR under DDP: two CPU processes (gloo) give the single-process gradient of the concatenated batch."""
+
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from fastgr import gr_gradient
+from tests import ddp_worker
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_gradient_equals_the_concatenated_batch(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 6, generator=g)
+    y = torch.randint(0, 4, (32,), generator=g)
+    torch.manual_seed(0)
+    state = torch.nn.Linear(6, 4).state_dict()
+    out = tmp_path / "rank0.pt"
+    lr = 0.5
+    mp.spawn(ddp_worker.run, args=(2, free_port(), x, y, state, lr, str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    # the single-process gradient of all 32 examples, weights normalised over all of them
+    logits = x @ state["weight"].T + state["bias"]
+    expected = gr_gradient(logits, y, lam=1.0, beta=16.0).T @ x
+    torch.testing.assert_close(got["grad"], expected, rtol=1e-5, atol=1e-7)
+    assert abs(got["weight_sum"].item() - 1) < 1e-6  # the ranks' weights add up to 1 together
+    # and per-rank normalisation would have been different: the test can fail
+    halves = sum(gr_gradient(z, t, 1.0, 16.0).T @ xx for z, t, xx in zip(logits.chunk(2), y.chunk(2), x.chunk(2))) / 2
+    assert (halves - expected).abs().max() > 1e-4
+    # GRCallback in a fastai Learner around the DDP model: one SGD step moves the weights like the full batch
+    torch.testing.assert_close(got["stepped"], state["weight"] - lr * expected, rtol=1e-5, atol=1e-6)
