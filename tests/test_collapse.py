@@ -203,4 +203,7 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
                             "--epochs", "10", "--img-size", "8", "--bs", "64", "--out", str(tmp_path / "starved")])
     assert r.exit_code == 0, r.output
     assert "emphasis collapse: lower beta or lam, or use warm-up" in r.stdout
-    assert json.loads((tmp_path / "starved" / "summary.json").read_text())["emphasis_collapse_epochs"] > 0
+    summary = json.loads((tmp_path / "starved" / "summary.json").read_text())
+    assert summary["emphasis_collapse_epochs"] > 0
+    ess = pd.read_csv(tmp_path / "starved" / "metrics.csv").gr_ess
+    assert summary["ess_min"] == pytest.approx(ess.min()) and summary["ess_final"] == pytest.approx(ess.iloc[-1])
