@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from fastgr.experiment import TrainConfig, _versions, train_run
+from fastgr.experiment import TrainConfig, _total_seconds, _versions, train_run
 
 BASE = dict(noise=0.4, noise_type="symmetric", arch="cifar_resnet20", epochs=40, lr=0.1, bs=128, wd=5e-4,
             augment="crop+flip", seed=0)
@@ -30,11 +30,13 @@ ROWS = {
     "gr_1_16": ("GR lam 1, beta 16 (the paper's r=0.4 setting)", dict(lam=1.0, beta=16.0, warmup=0.0)),
     "gr_1_16_blend": ("GR lam 1, beta 16, CE blended in over the first half",
                       dict(lam=1.0, beta=16.0, warmup=0.5, warmup_mode="blend")),
+    "gr_1_16_blend20": ("GR lam 1, beta 16, CE blended in over the first fifth",
+                        dict(lam=1.0, beta=16.0, warmup=0.2, warmup_mode="blend")),
     "gr_1_16_ramp": ("GR lam 1, beta 16, lam/beta ramped from (0, 2) over the first half",
                      dict(lam=1.0, beta=16.0, warmup=0.5, warmup_mode="ramp")),
     "gr_05_8": ("GR lam 0.5, beta 8 (the paper's fixed default)", dict(lam=0.5, beta=8.0, warmup=0.0)),
-    "preset": ("GR --preset with the CLI's default warm-up", dict(preset=True)),
-    "tune": ("GR --tune with the CLI's default warm-up", dict(tune=True)),
+    "preset": ("GR `--preset` with the CLI's defaults", dict(preset=True)),
+    "tune": ("GR `--tune` (TUNE_GRID), which chose", dict(tune=True)),
 }
 
 
@@ -57,7 +59,8 @@ def table(rows: dict) -> str:
 
 def recount_collapses(rows: dict, keep: Path, n_classes: int = 10) -> None:
     """Count each kept run's collapse epochs again with the current rule (`GRCallback.is_collapse`) from its
-    per-epoch gr_ess and gr_mean_p, for rows measured before the rule changed."""
+    per-epoch gr_ess and gr_mean_p, and its training seconds as `_total_seconds` counts them, for rows measured
+    before either changed."""
     import pandas as pd
 
     from fastgr import GRCallback
@@ -73,6 +76,9 @@ def recount_collapses(rows: dict, keep: Path, n_classes: int = 10) -> None:
         r["emphasis_collapse_epochs"] = len(rule.collapsed_in(
             [(e, p, steps) for e, p in zip(after.gr_ess, after.gr_mean_p)], n_classes))
         r["ess_min"] = float(after.gr_ess.min())
+    for key, r in rows.items():  # training seconds as `_total_seconds` counts them now (tuning included)
+        if (keep / key / "summary.json").exists():
+            r["seconds"] = _total_seconds(keep / key, False)
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from .render import summary_table
                 "Then: fastgr train digits --labels runs/digits-gr/labels_corrected.csv (retrain on them)")
 def correct(
     run_dir: Path = typer.Argument(..., help="A finished `fastgr train` run folder."),
-    data: str = typer.Argument(None, help="Data to relabel. [default: the run's own training data]",
+    data: str = typer.Argument(None, help="Data to relabel. \\[default: the run's own training data]",
                                show_default=False),
     threshold: float = typer.Option(0.0, "--threshold", min=0, max=1,
                                     help="Relabel only where the model is at least this confident."),
-    out: Path = typer.Option(None, "--out", help="Corrected labels CSV. [default: RUN_DIR/labels_corrected.csv]"),
+    out: Path = typer.Option(None, "--out", help="Corrected labels CSV. \\[default: RUN_DIR/labels_corrected.csv]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ):
     """Relabel the training examples the run's model disagrees with; write the labels and a report."""

@@ -44,7 +44,7 @@ Arch = Annotated[str, typer.Option("--arch", help="Any timm model (see `fastgr m
 Pretrained = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from timm's weights.")]
 Noise = Annotated[float, typer.Option(
     "--noise", callback=noise_rate, show_default=False,
-    help="Fraction of training labels to corrupt, in [0, 1). [default: 0.4 on digits, else 0]")]
+    help="Fraction of training labels to corrupt, in [0, 1). \\[default: 0.4 on digits, else 0]")]
 NoiseTypeOpt = Annotated[NoiseType, typer.Option("--noise-type", help="How labels are corrupted.")]
 Labels = Annotated[Path, typer.Option("--labels", help="Train on a labelling from `fastgr noise` instead.")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (one-cycle schedule).")]
@@ -53,23 +53,26 @@ Bs = Annotated[int, typer.Option("--bs", min=1, help="Batch size.")]
 Wd = Annotated[float, typer.Option("--wd", min=0, help="L2 weight decay.")]
 ImgSize = Annotated[int, typer.Option(
     "--img-size", min=4, show_default=False,
-    help="Image side. [default: digits 16, CIFAR 32, folders the first image's]")]
+    help="Image side. \\[default: digits 16, CIFAR 32, folders the first image's]")]
 AugmentOpt = Annotated[Augment, typer.Option(
-    "--augment", show_default=False, help="Training augmentation. [default: none on digits, else crop+flip]")]
+    "--augment", show_default=False, help="Training augmentation. \\[default: none on digits, else crop+flip]")]
 ValidPct = Annotated[float, typer.Option(
     "--valid-pct", min=0, max=1, help="Held-out fraction of a folder or CSV without its own split.")]
 Classes = Annotated[str, typer.Option("--classes", help="Comma-separated class list of a folder or CSV.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the noise, the split, the initialisation and batches.")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1... [default: cuda when available]")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1... \\[default: cuda when available]")]
 Amp = Annotated[bool, typer.Option("--amp/--no-amp", show_default=False,
-                                   help="bf16 mixed precision. [default: on with CUDA]")]
+                                   help="bf16 mixed precision. \\[default: on with CUDA]")]
 Warmup = Annotated[float, typer.Option(
-    "--warmup", min=0, max=1, help="Fraction of training over which GR takes over from cross-entropy.")]
+    "--warmup", min=0, max=1, show_default=False,
+    help="Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: 0.5 "
+         "for the paper's presets, 0 for lam 0.5 / beta 8 or a lam and beta you give]")]
 WarmupModeOpt = Annotated[WarmupMode, typer.Option(
     "--warmup-mode", help="blend: a*GR + (1-a)*CE gradients; ramp: lam, beta from (0, 2) up.")]
 Eps = Annotated[float, typer.Option(
     "--eps", min=0, help="The reference layer's saturation of GR's direction; 0: the bare formula.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Write into an existing --out folder.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Write into an existing --out folder, replacing the run in it (other files stay).")]
 
 
 def class_list(classes: str | None) -> list[str] | None:

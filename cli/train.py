@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fastgr.presets import DEFAULT_WARMUP, REFERENCE_EPS
+from fastgr.presets import REFERENCE_EPS
 
 from .base import command, console, fail, usage_error
 from .options import (
@@ -73,14 +73,14 @@ def train(
     labels: Labels = None,
     loss: Loss = typer.Option(Loss.gr, "--loss", help="gr (gradient rescaling) or ce (the baseline)."),
     lam: float = typer.Option(None, "--lam", min=0, show_default=False,
-                              help="Emphasis focus parameter. [default: 0.5, or the preset's]"),
+                              help="Emphasis focus parameter. \\[default: 0.5, or the preset's]"),
     beta: float = typer.Option(None, "--beta", min=0, show_default=False,
-                               help="Emphasis spread parameter. [default: 8, or the preset's]"),
+                               help="Emphasis spread parameter. \\[default: 8, or the preset's]"),
     preset: bool = typer.Option(False, "--preset", help="lam and beta from the paper's table (by noise rate and "
                                                         "class count); tuned for long schedules."),
     tune: bool = typer.Option(False, "--tune", help="First pick lam and beta on held-out noisy training labels "
                                                     "(`fastgr tune`), then train with them."),
-    warmup: Warmup = DEFAULT_WARMUP,
+    warmup: Warmup = None,
     warmup_mode: WarmupModeOpt = WarmupMode.blend,
     eps: Eps = REFERENCE_EPS,
     epochs: Epochs = 30,
@@ -94,7 +94,7 @@ def train(
     seed: Seed = 0,
     device: Device = None,
     amp: Amp = None,
-    out: Path = typer.Option(None, "--out", help="Run folder. [default: runs/<data>-<loss>-<time>]"),
+    out: Path = typer.Option(None, "--out", help="Run folder. \\[default: runs/<data>-<loss>-<time>]"),
     correct: bool = typer.Option(False, "--correct", help="Relabel the training set with the model, then "
                                                           "retrain from scratch (paper, Table 9)."),
     correct_threshold: float = typer.Option(0.0, "--correct-threshold", min=0, max=1,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fastgr.presets import DEFAULT_WARMUP, REFERENCE_EPS, TUNE_GRID
+from fastgr.presets import REFERENCE_EPS, TUNE_GRID
 
 from .base import command, console
 from .options import (
@@ -39,21 +39,21 @@ from .render import RichReporter, fmt
 from .train import build_config
 
 
-def parse_grid(value: str | None) -> list[tuple[float, float]] | None:
-    "'0.5,8 1,16' -> [(0.5, 8.0), (1.0, 16.0)]"
+def parse_grid(value: str | None) -> list[tuple[float, ...]] | None:
+    "'0.5,8 1,16,0.5' -> [(0.5, 8.0), (1.0, 16.0, 0.5)]"
     if value is None:
         return None
+    usage = "--grid takes lam,beta or lam,beta,warmup settings separated by spaces, e.g. '0.5,8 1,16,0.5'"
     try:
-        grid = [tuple(float(x) for x in pair.split(",")) for pair in value.replace(";", " ").split()]
+        grid = [tuple(float(x) for x in setting.split(",")) for setting in value.replace(";", " ").split()]
     except ValueError:
-        raise typer.BadParameter(f"--grid takes lam,beta pairs separated by spaces, e.g. '0.5,8 1,16'; "
-                                 f"got {value!r}") from None
-    if not grid or any(len(g) != 2 or min(g) < 0 for g in grid):
-        raise typer.BadParameter(f"--grid takes non-negative lam,beta pairs, e.g. '0.5,8 1,16'; got {value!r}")
+        raise typer.BadParameter(f"{usage}; got {value!r}") from None
+    if not grid or any(len(g) not in (2, 3) or min(g) < 0 or (len(g) == 3 and g[2] > 1) for g in grid):
+        raise typer.BadParameter(f"{usage} (non-negative; warm-up at most 1); got {value!r}")
     return grid
 
 
-GRID_DEFAULT = " ".join(f"{lam:g},{beta:g}" for lam, beta in TUNE_GRID)
+GRID_DEFAULT = " ".join(",".join(f"{v:g}" for v in setting) for setting in TUNE_GRID)
 
 
 @command(epilog="Example: fastgr tune digits --noise 0.4 --epochs 30 --grid '0.5,8 1,16'\n\n"
@@ -61,7 +61,8 @@ GRID_DEFAULT = " ".join(f"{lam:g},{beta:g}" for lam, beta in TUNE_GRID)
 def tune(
     data: Data = "digits",
     grid: str = typer.Option(GRID_DEFAULT, "--grid", callback=parse_grid,
-                             help="lam,beta pairs to try, separated by spaces."),
+                             help="lam,beta or lam,beta,warmup settings to try, separated by spaces; "
+                                  "--warmup, when given, overrides the settings' own."),
     holdout: float = typer.Option(0.2, "--holdout", min=0.01, max=0.9,
                                   help="Fraction of the (noisy) training set held out to score each setting."),
     arch: Arch = "cifar_resnet20",
@@ -69,7 +70,7 @@ def tune(
     noise: Noise = None,
     noise_type: NoiseTypeOpt = NoiseType.symmetric,
     labels: Labels = None,
-    warmup: Warmup = DEFAULT_WARMUP,
+    warmup: Warmup = None,
     warmup_mode: WarmupModeOpt = WarmupMode.blend,
     eps: Eps = REFERENCE_EPS,
     epochs: Epochs = 30,
@@ -83,10 +84,10 @@ def tune(
     seed: Seed = 0,
     device: Device = None,
     amp: Amp = None,
-    out: Path = typer.Option(None, "--out", help="Folder for tune.csv and the tuning runs. [default: none kept]"),
+    out: Path = typer.Option(None, "--out", help="Folder for tune.csv and the tuning runs. \\[default: none kept]"),
     overwrite: Overwrite = False,
 ):
-    """Try a grid of (lam, beta) under the final run's epoch budget; score each on held-out noisy labels."""
+    """Try a grid of (lam, beta, warm-up) under the final run's epoch budget; score each on held-out noisy labels."""
     from fastgr.experiment import tune_run
 
     cfg = build_config(
@@ -105,11 +106,11 @@ def tune(
     for col in ("lam", "beta", "warm-up", "held-out acc", "best epoch acc", "ess", "collapsed epochs", "s"):
         table.add_column(col, justify="right")
     for r in result["table"]:
-        chosen = r["lam"] == result["lam"] and r["beta"] == result["beta"]
+        chosen = (r["lam"], r["beta"], r["warmup"]) == (result["lam"], result["beta"], result["warmup"])
         table.add_row(f"{r['lam']:g}", f"{r['beta']:g}", f"{r['warmup']:g}", fmt(r["holdout_acc_noisy"]),
                       fmt(r["holdout_acc_noisy_best"]), fmt(r["ess_final"], "{:.3f}"),
                       str(r["emphasis_collapse_epochs"]), f"{r['seconds']:.0f}",
                       style="bold green" if chosen else None)
     console.print(table)
-    console.print(f"chosen: [bold]--lam {result['lam']:g} --beta {result['beta']:g}[/]" +
+    console.print(f"chosen: [bold]--lam {result['lam']:g} --beta {result['beta']:g} --warmup {result['warmup']:g}[/]" +
                   (f" (tune.csv in {out})" if out else ""))

@@ -86,7 +86,7 @@ class TrainConfig:
     correct: bool = False  # then relabel the training set with the model and retrain from scratch
     correct_threshold: float = 0.0  # relabel only where the model's confidence is at least this
     eps: float = REFERENCE_EPS  # the reference layer's saturation of GR's direction; 0: the bare formula
-    warmup: float = DEFAULT_WARMUP  # fraction of training over which GR takes over from cross-entropy
+    warmup: float | None = None  # fraction of training over which GR takes over from CE; None: the setting's
     warmup_mode: str = "blend"  # blend (a*G_GR + (1-a)*G_CE) or ramp (lam, beta from 0, 2)
     tune: bool = False  # first pick lam and beta with `tune_run` on a held-out part of the noisy training set
     tune_holdout: float = 0.2  # that held-out fraction
@@ -111,7 +111,7 @@ class TrainConfig:
             raise ValueError("img_size must be >= 4")
         if not 0 <= self.correct_threshold <= 1:
             raise ValueError("correct_threshold must be in [0, 1]")
-        if not 0 <= self.warmup <= 1:
+        if self.warmup is not None and not 0 <= self.warmup <= 1:
             raise ValueError(f"warmup must be a fraction of training in [0, 1], got {self.warmup}")
         if self.warmup_mode not in WARMUP_MODES:
             raise ValueError(f"unknown warmup mode {self.warmup_mode!r}; choose one of {', '.join(WARMUP_MODES)}")
@@ -152,10 +152,14 @@ def _gr_setting(cfg: TrainConfig, noise_rate: float | None, n_classes: int) -> S
         return None
     base = paper_setting(noise_rate, n_classes) if cfg.preset else FIXED_DEFAULT
     if cfg.lam is None and cfg.beta is None:
-        return base
-    lam = base.lam if cfg.lam is None else cfg.lam
-    beta = base.beta if cfg.beta is None else cfg.beta
-    return Setting(lam, beta, "given" if cfg.lam is not None and cfg.beta is not None else f"given + {base.source}")
+        setting = base
+    elif cfg.lam is not None and cfg.beta is not None:
+        setting = Setting(cfg.lam, cfg.beta, "given", DEFAULT_WARMUP)
+    else:
+        lam = base.lam if cfg.lam is None else cfg.lam
+        beta = base.beta if cfg.beta is None else cfg.beta
+        setting = Setting(lam, beta, f"given + {base.source}", base.warmup)
+    return setting if cfg.warmup is None else setting._replace(warmup=cfg.warmup)
 
 
 def _versions() -> dict[str, str]:
@@ -324,7 +328,7 @@ class _Phase:
         cbs = [FitMonitor(torch.as_tensor(self.noisy.true)), EpochLog(self)]
         if s["lam"] is not None:
             cbs.append(GRCallback(s["lam"], s["beta"], record_examples=not self.light, eps=cfg.eps,
-                                  warmup=cfg.warmup, warmup_mode=cfg.warmup_mode))
+                                  warmup=s["warmup"], warmup_mode=cfg.warmup_mode))
         if s["amp"]:
             cbs.append(MixedPrecision(amp_mode="bf16"))
         opt = partial(SGD, mom=0.9, decouple_wd=False)
@@ -443,6 +447,10 @@ class _Phase:
                 save_figure(plot_weights_flipped_clean(ex), self.folder / "weights_flipped_clean.png")
 
 
+_PROGRESS_FILES = ("summary.json", "result.json", "checkpoint.pth", "tune.json", "retrain/result.json",
+                   "retrain/checkpoint.pth", "tune/*/result.json", "tune/*/checkpoint.pth")
+
+
 def _prepare_folder(out: Path, overwrite: bool, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RunExistsError(f"{out} exists and is not a folder")
@@ -455,6 +463,11 @@ def _prepare_folder(out: Path, overwrite: bool, resume: bool) -> None:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunExistsError(f"{out} exists; pass --overwrite to write into it, or --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
+    # a folder written over holds an older run's marks of finished work, which a later --resume would take for
+    # this run's: only fastgr's own progress files go; every other file stays until a new one replaces it
+    for stale in _PROGRESS_FILES:
+        for path in out.glob(stale):
+            path.unlink()
 
 
 def train_run(
@@ -467,6 +480,7 @@ def train_run(
     "Train on noisy labels with GR (or CE), optionally correct the labels and retrain; write the run folder."
     out = Path(out)
     reporter = reporter or Reporter()
+    saved = None
     if resume and (out / "config.json").exists():
         saved = read_json(out / "config.json")
         cfg = TrainConfig.from_dict(saved["config"])
@@ -485,10 +499,12 @@ def train_run(
     setting = _gr_setting(cfg, rate if (noise > 0 or cfg.labels) else (0.0 if truth_known else None),
                           data.n_classes)
     if cfg.tune and setting is not None and cfg.lam is None and cfg.beta is None:
+        if not resume:  # the settings are resolved after tuning; --resume needs the config during it
+            write_json(out / "config.json", {"config": asdict(cfg), "resolved": None, "command": sys.argv})
         tuned = _tuned(out, cfg, data, noisy, truth_known, reporter, resume)
         setting = Setting(tuned["lam"], tuned["beta"], f"tuned on {cfg.tune_holdout:.0%} of the noisy training "
-                                                       f"labels (tune.csv)")
-        reporter.note(f"tuned: lam={setting.lam:g}, beta={setting.beta:g}")
+                                                       f"labels (tune.csv)", tuned["warmup"])
+        reporter.note(f"tuned: lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g}")
     if cfg.preset and setting is not None:
         reporter.note(f"preset lam={setting.lam:g}, beta={setting.beta:g} from {setting.source}: {BUDGET_WARNING}",
                       "warn")
@@ -497,7 +513,7 @@ def train_run(
         "noise": noise, "augment": cfg.augment or data.augment, "img_size": data.img_size,
         "lam": setting.lam if setting else None, "beta": setting.beta if setting else None,
         "setting_source": setting.source if setting else None,
-        "warmup": cfg.warmup if setting else None, "warmup_mode": cfg.warmup_mode if setting else None,
+        "warmup": setting.warmup if setting else None, "warmup_mode": cfg.warmup_mode if setting else None,
     }
     if settings["amp"] and device.type != "cuda":
         reporter.note("--amp needs CUDA; training in float32 on the CPU", "warn")
@@ -508,7 +524,9 @@ def train_run(
                  "classes": data.classes, "channels": data.channels, "img_size": data.img_size,
                  "skipped_files": len(data.skipped), "truth_known": truth_known},
     }
-    if not resume:
+    if saved is not None:  # a resumed run keeps its first command; one cut while tuning gets its settings now
+        config["command"] = saved.get("command", config["command"])
+    if saved is None or saved.get("resolved") is None:
         write_json(out / "config.json", config)
     save_labels(out / "labels.csv", noisy, data.classes, data.train_items)
 
@@ -535,13 +553,14 @@ def train_run(
 def tune_run(
     cfg: TrainConfig,  # the run to tune: data, labels, model and epoch budget; its lam and beta are ignored
     out: str | Path | None = None,  # a folder for tune.csv and the tuning runs; a temporary one if None
-    grid: list[tuple[float, float]] | None = None,  # (lam, beta) pairs to try; TUNE_GRID if None
+    grid: list[tuple[float, ...]] | None = None,  # (lam, beta) or (lam, beta, warmup) to try; TUNE_GRID if None
     reporter: Reporter | None = None,  # receives progress
     overwrite: bool = False,  # write into an existing `out`
-) -> dict[str, Any]:  # {"lam", "beta", "table": rows as dicts}
-    """Pick GR's (lam, beta) on held-out *noisy* training labels: each setting of `grid` trains on the rest of
-    the training set for the same epochs as the final run; the best held-out accuracy wins. The paper observes
-    that accuracy on noisy held-out labels tracks clean test accuracy, so no clean labels are needed."""
+) -> dict[str, Any]:  # {"lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
+    """Pick GR's (lam, beta) and warm-up on held-out *noisy* training labels: each setting of `grid` trains on
+    the rest of the training set for the same epochs as the final run; the best held-out accuracy wins. The paper
+    observes that accuracy on noisy held-out labels tracks clean test accuracy, so no clean labels are needed.
+    A setting without a warm-up of its own gets `cfg.warmup`, or none; a `cfg.warmup` that is set applies to all."""
     cfg.validate()
     reporter = reporter or Reporter()
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes)
@@ -552,26 +571,26 @@ def tune_run(
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            return _tune(Path(tmp), cfg, data, noisy, truth_known, reporter, grid)
+            return _tune(Path(tmp), cfg, data, noisy, truth_known, reporter, grid, resume=False)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunExistsError(f"{out} exists; pass --overwrite to write into it")
-    return _tune(out, cfg, data, noisy, truth_known, reporter, grid)
+    return _tune(out, cfg, data, noisy, truth_known, reporter, grid, resume=False)
 
 
 def _tuned(out: Path, cfg: TrainConfig, data: ImageData, noisy: NoisyLabels, truth_known: bool,
            reporter: Reporter, resume: bool) -> dict:
-    "The tuning of a `train --tune` run; a resumed run keeps what it already chose."
+    "The tuning of a `train --tune` run; a resumed run keeps what it already chose, or tuned so far."
     if resume and (out / "tune.json").exists():
         return read_json(out / "tune.json")
-    return _tune(out, cfg, data, noisy, truth_known, reporter, None)
+    return _tune(out, cfg, data, noisy, truth_known, reporter, None, resume)
 
 
 def _tune(out: Path, cfg: TrainConfig, data: ImageData, noisy: NoisyLabels, truth_known: bool,
-          reporter: Reporter, grid) -> dict:
+          reporter: Reporter, grid, resume: bool) -> dict:
     from .data import _stratified_split
 
-    grid = [tuple(map(float, g)) for g in (grid or TUNE_GRID)]
+    grid = [_grid_setting(g, cfg.warmup) for g in (grid or TUNE_GRID)]
     held = _stratified_split(noisy.given, cfg.tune_holdout, cfg.seed)
     keep = ~held
     # the held-out part keeps its *given* labels: tuning never sees clean labels
@@ -582,26 +601,34 @@ def _tune(out: Path, cfg: TrainConfig, data: ImageData, noisy: NoisyLabels, trut
     sub_noisy = NoisyLabels(noisy.given[keep], noisy.true[keep], noisy.noise_type, noisy.rate, noisy.seed)
     device = resolve_device(cfg.device)
     rows = []
-    for i, (lam, beta) in enumerate(grid):
+    for i, (lam, beta, warmup) in enumerate(grid):
         c = TrainConfig.from_dict({**asdict(cfg), "lam": lam, "beta": beta, "loss": "gr", "preset": False,
                                    "correct": False, "tune": False})
         settings = {"device": str(device), "amp": bool(cfg.amp if cfg.amp is not None else device.type == "cuda"),
-                    "augment": cfg.augment or data.augment, "lam": lam, "beta": beta}
+                    "augment": cfg.augment or data.augment, "lam": lam, "beta": beta, "warmup": warmup}
         phase = _Phase(out / "tune" / f"{i:02d}", c, settings, sub, sub_noisy, truth_known, reporter,
-                       f"tune {i + 1}/{len(grid)}: lam {lam:g}, beta {beta:g}, warm-up {cfg.warmup:g}")
+                       f"tune {i + 1}/{len(grid)}: lam {lam:g}, beta {beta:g}, warm-up {warmup:g}")
         phase.light = True
-        r = phase.run(resume=False)
-        rows.append({"lam": lam, "beta": beta, "warmup": cfg.warmup,
+        r = _run_phase(phase, resume)  # a resumed `train --tune` skips finished settings and continues its last
+        rows.append({"lam": lam, "beta": beta, "warmup": warmup,
                      "holdout_acc_noisy": r["test_accuracy_final"], "holdout_acc_noisy_best": r["test_accuracy_best"],
                      "ess_final": r["ess_final"], "emphasis_collapse_epochs": r["emphasis_collapse_epochs"],
                      "seconds": r["seconds"]})
     best = max(rows, key=lambda r: r["holdout_acc_noisy"])  # the first of equals
-    result = {"lam": best["lam"], "beta": best["beta"], "warmup": cfg.warmup, "holdout": cfg.tune_holdout,
+    result = {"lam": best["lam"], "beta": best["beta"], "warmup": best["warmup"], "holdout": cfg.tune_holdout,
               "n_holdout": int(held.sum()), "table": rows}
     with atomic_path(out / "tune.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     write_json(out / "tune.json", result)
     return result
+
+
+def _grid_setting(g: tuple[float, ...], warmup: float | None) -> tuple[float, float, float]:
+    "(lam, beta[, warmup]) -> (lam, beta, warmup): a warm-up that is set overrides the grid's."
+    if len(g) not in (2, 3):
+        raise ValueError(f"a tuning grid setting is (lam, beta) or (lam, beta, warmup), got {g}")
+    own = float(g[2]) if len(g) == 3 else DEFAULT_WARMUP
+    return float(g[0]), float(g[1]), own if warmup is None else float(warmup)
 
 
 def _run_phase(phase: _Phase, resume: bool) -> dict:
@@ -614,6 +641,8 @@ def _run_phase(phase: _Phase, resume: bool) -> dict:
 
 def _total_seconds(out: Path, corrected: bool) -> float:
     total = read_json(out / "result.json")["seconds"]
+    # a `train --tune` run trained once per setting before its own run
+    total += sum(read_json(r)["seconds"] for r in sorted((out / "tune").glob("*/result.json")))
     if corrected and (out / "retrain" / "result.json").exists():
         total += read_json(out / "retrain" / "result.json")["seconds"]
     return total

@@ -73,10 +73,21 @@ def test_version_and_python_dash_m():
 
 
 def test_every_command_help_shows_an_example():
-    for cmd in ("train", "noise", "correct", "weights", "models"):
+    for cmd in ("train", "tune", "noise", "correct", "weights", "models"):
         r = run(cmd, "--help")
         assert re.search(r"Examples?:", r.stdout), cmd
         assert "fastgr " + cmd in r.stdout, cmd
+
+
+def test_help_shows_the_defaults_written_into_it(monkeypatch):
+    "Rich would take a bare `[default: ...]` for markup and drop it."
+    monkeypatch.setenv("COLUMNS", "400")
+    text = " ".join(run("train", "--help").stdout.split())
+    for shown in ("[default: 0.5, or the preset's]", "[default: 8, or the preset's]",
+                  "[default: the setting's own: 0.5 for the paper's presets", "[default: runs/<data>-<loss>-<time>]",
+                  "[default: digits 16, CIFAR 32", "[default: cuda when available]"):
+        assert shown in text, shown
+    assert "[default: none kept]" in " ".join(run("tune", "--help").stdout.split())
 
 
 # -- noise ----------------------------------------------------------------------------------------------
@@ -226,11 +237,16 @@ def test_preset_takes_the_papers_setting_and_warns(tmp_path, image_folder):
     _, _, config = read_run(out)
     assert (config["resolved"]["lam"], config["resolved"]["beta"]) == (1.0, 16.0)
     assert "CIFAR-10, r=0.4" in config["resolved"]["setting_source"]
+    assert config["resolved"]["warmup"] == 0.5  # the preset's own warm-up
     assert "30k-iteration schedules" in r.stdout
     out2 = tmp_path / "given"
     run("train", image_folder, "--lam", 2, "--beta", 3, *TINY, "--out", out2)
-    _, _, config = read_run(out2)
-    assert (config["resolved"]["lam"], config["resolved"]["beta"]) == (2.0, 3.0)
+    summary, _, config = read_run(out2)
+    assert (config["resolved"]["lam"], config["resolved"]["beta"], config["resolved"]["warmup"]) == (2.0, 3.0, 0.0)
+    assert summary["warmup"] == 0.0
+    out3 = tmp_path / "preset-no-warmup"
+    run("train", image_folder, "--noise", 0.4, "--preset", "--warmup", 0, *TINY, "--out", out3)
+    assert read_run(out3)[2]["resolved"]["warmup"] == 0.0
 
 
 # -- bad input --------------------------------------------------------------------------------------------

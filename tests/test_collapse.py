@@ -180,6 +180,43 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
     assert json.loads((tmp_path / "tune" / "tune.json").read_text())["lam"] == 0.5
 
 
+def test_the_warmup_comes_with_the_setting_unless_given():
+    from fastgr.experiment import TrainConfig, _gr_setting, _grid_setting
+    from fastgr.presets import DEFAULT_WARMUP, PRESET_WARMUP
+
+    def resolved(**kw):
+        s = _gr_setting(TrainConfig(**kw), 0.4, 10)
+        return s.lam, s.beta, s.warmup
+
+    assert PRESET_WARMUP == 0.5 and DEFAULT_WARMUP == 0.0
+    assert resolved() == (0.5, 8.0, 0.0)  # the fixed default
+    assert resolved(preset=True) == (1.0, 16.0, 0.5)
+    assert resolved(preset=True, warmup=0.0) == (1.0, 16.0, 0.0)
+    assert resolved(preset=True, lam=2.0) == (2.0, 16.0, 0.5)  # still the preset's spread
+    assert resolved(lam=1.0, beta=16.0) == (1.0, 16.0, 0.0)  # by hand: the collapse warning says when to warm up
+    assert resolved(lam=1.0, beta=16.0, warmup=0.3) == (1.0, 16.0, 0.3)
+    assert _gr_setting(TrainConfig(loss="ce"), 0.4, 10) is None
+    # the tuner's settings: their own warm-up, none, or the one given for all
+    assert _grid_setting((1, 16, 0.5), None) == (1.0, 16.0, 0.5)
+    assert _grid_setting((1, 16), None) == (1.0, 16.0, 0.0)
+    assert _grid_setting((1, 16, 0.5), 0.2) == (1.0, 16.0, 0.2)
+    with pytest.raises(ValueError, match=r"\(lam, beta\) or \(lam, beta, warmup\)"):
+        _grid_setting((1, 16, 0.5, 2), None)
+
+
+def test_grid_option_parses_pairs_and_triples():
+    import typer
+
+    from cli.tune import GRID_DEFAULT, parse_grid
+    from fastgr.presets import TUNE_GRID
+
+    assert parse_grid("0.5,8 1,16,0.5") == [(0.5, 8.0), (1.0, 16.0, 0.5)]
+    assert parse_grid(GRID_DEFAULT) == [tuple(g) for g in TUNE_GRID]
+    for bad in ("0.5,x", "0.5", "1,16,0.5,2", "1,16,1.5", "-1,8"):
+        with pytest.raises(typer.BadParameter, match="--grid takes lam,beta or lam,beta,warmup"):
+            parse_grid(bad)
+
+
 def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     from fastgr.cli import app
     from typer.testing import CliRunner
@@ -188,7 +225,7 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     tiny = ["--noise", "0.25", "--epochs", "6", "--img-size", "8", "--bs", "16"]
     r = runner.invoke(app, ["tune", str(larger_folder), "--grid", "0.5,8 0,1000", "--holdout", "0.25", *tiny])
     assert r.exit_code == 0, r.output
-    assert "chosen: --lam 0.5 --beta 8" in r.stdout
+    assert "chosen: --lam 0.5 --beta 8 --warmup 0" in r.stdout
     r = runner.invoke(app, ["tune", str(larger_folder), "--grid", "0.5,x"])
     assert r.exit_code == 2 and "--grid takes" in r.output
     out = tmp_path / "tuned"
@@ -196,7 +233,8 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     assert r.exit_code == 0, r.output
     config = json.loads((out / "config.json").read_text())
     chosen = json.loads((out / "tune.json").read_text())
-    assert (config["resolved"]["lam"], config["resolved"]["beta"]) == (chosen["lam"], chosen["beta"])
+    assert (config["resolved"]["lam"], config["resolved"]["beta"], config["resolved"]["warmup"]) == (
+        chosen["lam"], chosen["beta"], chosen["warmup"])
     assert config["resolved"]["setting_source"].startswith("tuned")
     # digits in batches of 64: 22 steps an epoch, so the starved run passes COLLAPSE_STEPS (100) in epoch 5
     r = runner.invoke(app, ["train", "digits", "--lam", "0", "--beta", "1000", "--warmup", "0", "--noise", "0.4",
@@ -207,3 +245,44 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     assert summary["emphasis_collapse_epochs"] > 0
     ess = pd.read_csv(tmp_path / "starved" / "metrics.csv").gr_ess
     assert summary["ess_min"] == pytest.approx(ess.min()) and summary["ess_final"] == pytest.approx(ess.iloc[-1])
+
+
+def test_interrupted_train_tune_resumes_inside_the_tuning(tmp_path, larger_folder):
+    """`train --tune --resume` keeps the settings already tuned and continues the one it was cut in: the same
+    tune table and the same final run as an uninterrupted one, without training a finished setting again."""
+    from fastgr.experiment import TrainConfig, train_run
+    from fastgr.presets import TUNE_GRID
+
+    from .test_experiment import StopAfter
+
+    cfg = dict(data=str(larger_folder), noise=0.25, epochs=2, img_size=8, bs=16, tune=True, tune_holdout=0.25)
+    full = train_run(TrainConfig(**cfg), tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):  # in the second setting's second epoch
+        train_run(TrainConfig(**cfg), tmp_path / "cut", reporter=StopAfter(4))
+    tune = tmp_path / "cut" / "tune"
+    assert (tune / "00" / "result.json").exists() and (tune / "01" / "checkpoint.pth").exists()
+    assert not (tmp_path / "cut" / "tune.json").exists()
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["resolved"] is None  # resolved after tuning
+    first = (tune / "00" / "result.json").stat().st_mtime_ns
+    resumed = train_run(TrainConfig(epochs=99), tmp_path / "cut", resume=True)
+    assert (tune / "00" / "result.json").stat().st_mtime_ns == first  # read, not trained again
+    drop = ["seconds"]
+    a = pd.read_csv(tmp_path / "cut" / "tune.csv").drop(columns=drop)
+    b = pd.read_csv(tmp_path / "full" / "tune.csv").drop(columns=drop)
+    assert len(a) == len(TUNE_GRID)
+    pd.testing.assert_frame_equal(a, b)
+    resolved = json.loads((tmp_path / "cut" / "config.json").read_text())["resolved"]
+    assert resolved == json.loads((tmp_path / "full" / "config.json").read_text())["resolved"]
+    for key in full:
+        if key != "seconds":
+            assert resumed[key] == full[key], key
+    # written over, cut in the first setting and resumed: the older run's results are not read as this one's
+    planted = tmp_path / "full" / "tune" / "02" / "result.json"
+    planted.write_text(json.dumps({**json.loads(planted.read_text()), "test_accuracy_final": 2.0}))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(TrainConfig(**cfg), tmp_path / "full", overwrite=True, reporter=StopAfter(1))
+    assert not planted.exists() and not (tmp_path / "full" / "result.json").exists()
+    assert not (tmp_path / "full" / "summary.json").exists()
+    again = train_run(TrainConfig(epochs=99), tmp_path / "full", resume=True)
+    assert pd.read_csv(tmp_path / "full" / "tune.csv").drop(columns=drop).equals(b)
+    assert again["test_accuracy_final"] == full["test_accuracy_final"]
