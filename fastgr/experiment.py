@@ -506,8 +506,8 @@ def train_run(
                                                        f"labels (tune.csv)", tuned["warmup"])
         reporter.note(f"tuned: lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g}")
     if cfg.preset and setting is not None:
-        reporter.note(f"preset lam={setting.lam:g}, beta={setting.beta:g} from {setting.source}: {BUDGET_WARNING}",
-                      "warn")
+        reporter.note(f"preset lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g} from "
+                      f"{setting.source}: {BUDGET_WARNING}", "warn")
     settings = {
         "device": str(device), "amp": bool(cfg.amp if cfg.amp is not None else device.type == "cuda"),
         "noise": noise, "augment": cfg.augment or data.augment, "img_size": data.img_size,

@@ -276,6 +276,9 @@ def test_interrupted_train_tune_resumes_inside_the_tuning(tmp_path, larger_folde
     for key in full:
         if key != "seconds":
             assert resumed[key] == full[key], key
+    # a --tune run's training seconds include its tuning runs
+    parts = [json.loads(p.read_text())["seconds"] for p in (tmp_path / "full").glob("**/result.json")]
+    assert len(parts) == len(TUNE_GRID) + 1 and full["seconds"] == pytest.approx(sum(parts), abs=0.02)
     # written over, cut in the first setting and resumed: the older run's results are not read as this one's
     planted = tmp_path / "full" / "tune" / "02" / "result.json"
     planted.write_text(json.dumps({**json.loads(planted.read_text()), "test_accuracy_final": 2.0}))
