@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from fastgr.experiment import TrainConfig, _total_seconds, _versions, train_run
+from fastgr import RunFolder, TrainConfig, train_run
+from fastgr.config import versions
 
 BASE = dict(noise=0.4, noise_type="symmetric", arch="cifar_resnet20", epochs=40, lr=0.1, bs=128, wd=5e-4,
             augment="crop+flip", seed=0)
@@ -58,14 +59,13 @@ def table(rows: dict) -> str:
 
 
 def recount_collapses(rows: dict, keep: Path, n_classes: int = 10) -> None:
-    """Count each kept run's collapse epochs again with the current rule (`GRCallback.is_collapse`) from its
-    per-epoch gr_ess and gr_mean_p, and its training seconds as `_total_seconds` counts them, for rows measured
-    before either changed."""
+    """Count each kept run's collapse epochs again with the current rule (`fastgr.collapsed_epochs`) from its
+    per-epoch gr_ess and gr_mean_p, and its training seconds as `RunFolder.training_seconds` counts them, for rows
+    measured before either changed."""
     import pandas as pd
 
-    from fastgr import GRCallback
+    from fastgr import collapsed_epochs
 
-    rule = GRCallback()
     for key, r in rows.items():
         metrics = keep / key / "metrics.csv"
         if r["lam"] is None or not metrics.exists():
@@ -73,12 +73,12 @@ def recount_collapses(rows: dict, keep: Path, n_classes: int = 10) -> None:
         m = pd.read_csv(metrics)
         after = m[(m.epoch - 1) / len(m) >= (r["warmup"] or 0.0)]
         steps = 5000 // BASE["bs"]  # training batches per epoch (the last, incomplete one is dropped)
-        r["emphasis_collapse_epochs"] = len(rule.collapsed_in(
+        r["emphasis_collapse_epochs"] = len(collapsed_epochs(
             [(e, p, steps) for e, p in zip(after.gr_ess, after.gr_mean_p)], n_classes))
         r["ess_min"] = float(after.gr_ess.min())
-    for key, r in rows.items():  # training seconds as `_total_seconds` counts them now (tuning included)
+    for key, r in rows.items():  # training seconds as `RunFolder.training_seconds` counts them now (tuning included)
         if (keep / key / "summary.json").exists():
-            r["seconds"] = _total_seconds(keep / key, False)
+            r["seconds"] = RunFolder(keep / key).training_seconds()
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
                          "--train 500 --test 100")
     results = json.loads(a.out.read_text()) if a.out.exists() else {"meta": {}, "rows": {}}
     results["meta"] = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                       "versions": _versions(), "protocol": BASE, "data": a.data}
+                       "versions": versions(), "protocol": BASE, "data": a.data}
     root = a.keep or Path(tempfile.mkdtemp())
     if a.recount:
         recount_collapses(results["rows"], root)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from fastgr.experiment import TrainConfig, _versions, train_run
+from fastgr import TrainConfig, train_run
+from fastgr.config import versions
 
 METHODS = {
     "CE": dict(loss="ce"),
@@ -47,7 +48,7 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "versions": _versions(), "command": "uv run python bench/digits_noise.py " + " ".join(
+            "versions": versions(), "command": "uv run python bench/digits_noise.py " + " ".join(
                 f"--noise {' '.join(map(str, a.noise))} --epochs {a.epochs}".split()
                 + ([] if a.warmup is None else ["--warmup", str(a.warmup)])),
             "threads_env": os.environ.get("OMP_NUM_THREADS")}

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from fastgr.experiment import TrainConfig, _versions, train_run
+from fastgr import TrainConfig, train_run
+from fastgr.config import versions
 
 SETTINGS = {"default": ("the default", {}), "preset": ("`--preset`", {"preset": True})}
 WARMUPS = (0.0, 0.2, 0.5)
@@ -59,7 +60,7 @@ def main() -> None:
                 rows.append({"noise": noise, "setting": key, **s, "wall_seconds": time.perf_counter() - t0})
                 print(json.dumps(rows[-1]), flush=True)
     meta = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "versions": _versions(), "command": "uv run python bench/digits_warmup.py --noise "
+            "versions": versions(), "command": "uv run python bench/digits_warmup.py --noise "
             + " ".join(f"{n:g}" for n in a.noise)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

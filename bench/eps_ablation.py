@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from fastgr.experiment import TrainConfig, _versions, train_run
+from fastgr import TrainConfig, train_run
+from fastgr.config import versions
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
                 s = train_run(TrainConfig(noise=noise, eps=eps, warmup=0.0), Path(tmp) / f"{noise}-{eps}")
                 rows.append({"noise": noise, "eps": eps, **s, "wall_seconds": time.perf_counter() - t0})
                 print(json.dumps(rows[-1]), flush=True)
-    meta = {"threads": torch.get_num_threads(), "versions": _versions(),
+    meta = {"threads": torch.get_num_threads(), "versions": versions(),
             "command": f"uv run python bench/eps_ablation.py --noise {' '.join(map(str, a.noise))} "
                        f"--eps {' '.join(map(str, a.eps))}"}
     a.out.parent.mkdir(parents=True, exist_ok=True)

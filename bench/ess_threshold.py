@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from fastgr.experiment import TrainConfig, _versions, train_run
+from fastgr import TrainConfig, train_run
+from fastgr.config import versions
 
 DIGITS = {"digits CE": dict(loss="ce"), "digits GR lam 0.5, beta 8": dict(lam=0.5, beta=8.0),
           "digits GR lam 1, beta 16": dict(lam=1.0, beta=16.0), "digits GR lam 2, beta 12": dict(lam=2.0, beta=12.0)}
@@ -60,16 +61,15 @@ def main() -> None:
             runs[f"cifar5k {folder.name}"] = record(s, folder / "metrics.csv", s.get("warmup") or 0.0, 5000 // 128)
     ce = {k.split()[0]: v["test_accuracy"] for k, v in runs.items() if k.endswith(" CE") or k.endswith(" ce")}
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"meta": {"threads": torch.get_num_threads(), "versions": _versions()},
+    a.out.write_text(json.dumps({"meta": {"threads": torch.get_num_threads(), "versions": versions()},
                                  "runs": runs}, indent=1) + "\n")
-    from fastgr import GRCallback
+    from fastgr import collapsed_epochs
 
-    rule = GRCallback()
     print("| run | test acc | CE's test acc | epoch gr_ess: lowest / median | epoch gr_mean_p: lowest / median | "
           "collapse epochs (current rule) |\n|---|---|---|---|---|---|")
     for k, v in runs.items():
         if v["ess"]:
-            n = len(rule.collapsed_in([(e, p, v["steps"]) for e, p in zip(v["ess"], v["mean_p"])], 10))
+            n = len(collapsed_epochs([(e, p, v["steps"]) for e, p in zip(v["ess"], v["mean_p"])], 10))
             print(f"| {k} | {v['test_accuracy']:.3f} | {ce.get(k.split()[0], float('nan')):.3f} | "
                   f"{min(v['ess']):.3f} / {statistics.median(v['ess']):.3f} | "
                   f"{min(v['mean_p']):.3f} / {statistics.median(v['mean_p']):.3f} | {n} of {len(v['ess'])} |")

@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import time
-from functools import partial
 
 import torch
 from torch import nn
@@ -37,16 +36,9 @@ def main() -> None:
     ap.add_argument("--sync-check", action="store_true")
     a = ap.parse_args()
 
-    from fastai.callback.fp16 import MixedPrecision
-    from fastai.callback.schedule import fit_one_cycle  # noqa: F401
     from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    from fastai.optimizer import SGD
 
-    from fastgr import GRCallback
-    from fastgr.data import TensorDL
-    from fastgr.models import create_model
+    from fastgr import GRCallback, ImageTensors, TensorDL, gr_learner
 
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
@@ -56,13 +48,10 @@ def main() -> None:
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     y = torch.randint(0, 10, (n,))
     common = dict(mean=[0.5] * 3, std=[0.25] * 3, device=dev, channels_last=cuda)
-    dl = TensorDL(x, y, a.bs, shuffle=True, drop_last=True, augment="crop+flip", **common)
-    dls = DataLoaders(dl, TensorDL(x[: a.bs], y[: a.bs], a.bs, **common), device=dev)
-    model = small_cnn() if arch == "small_cnn" else create_model(arch, 10)
-    if cuda:
-        model = model.to(dev, memory_format=torch.channels_last)
-    cbs = [MixedPrecision(amp_mode="bf16")] if cuda else []
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=partial(SGD, mom=0.9), cbs=cbs)
+    dl = TensorDL(ImageTensors(x, y), a.bs, shuffle=True, drop_last=True, augment="crop+flip", **common)
+    dls = DataLoaders(dl, TensorDL(ImageTensors(x[: a.bs], y[: a.bs]), a.bs, **common), device=dev)
+    # the run's own learner, built as `fastgr train` builds it, with cross-entropy; GR is added and removed below
+    learn = gr_learner(dls, small_cnn() if arch == "small_cnn" else arch, loss="ce", amp=cuda)
     gr = GRCallback(lam=1.0, beta=16.0)
 
     def epoch(with_gr: bool) -> float:

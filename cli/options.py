@@ -1,40 +1,55 @@
-"""Options shared by `fastgr train` and `fastgr tune`, declared once."""
+"""The options `fastgr train` and `fastgr tune` share, declared once, with defaults and choices from the library.
+
+Every default is `TrainConfig`'s and every choice list the library's constant, so `--help` and the Python API
+cannot drift apart; `build_config` turns a command's parameters, named after `TrainConfig`'s fields, into one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from fastgr.config import AUGMENTS, DEMO_NOISE, LOSSES, TrainConfig
+from fastgr.noise import NOISE_TYPES
+from fastgr.presets import FIXED_DEFAULT, PRESET_WARMUP, WARMUP_MODES
 
-class Loss(str, Enum):
-    gr = "gr"
-    ce = "ce"
-
-
-class NoiseType(str, Enum):
-    symmetric = "symmetric"
-    pairflip = "pairflip"
-    asymmetric = "asymmetric"
+DEFAULTS = TrainConfig()
 
 
-class Augment(str, Enum):
-    crop_flip = "crop+flip"
-    crop = "crop"
-    none = "none"
+def choices(name: str, values) -> type[Enum]:
+    "A Typer choice type of the library's own values."
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class WarmupMode(str, Enum):
-    blend = "blend"
-    ramp = "ramp"
+Loss = choices("Loss", LOSSES)
+NoiseType = choices("NoiseType", NOISE_TYPES)
+Augment = choices("Augment", AUGMENTS)
+WarmupMode = choices("WarmupMode", WARMUP_MODES)
 
 
 def noise_rate(value: float | None) -> float | None:
     if value is not None and not 0 <= value < 1:
         raise typer.BadParameter(f"noise rate must be in [0, 1), got {value}")
     return value
+
+
+def class_list(classes: str | None) -> list[str] | None:
+    return [c.strip() for c in classes.split(",")] if classes else None
+
+
+def build_config(params: dict[str, Any], **changes) -> TrainConfig:
+    "A checked `TrainConfig` from a command's parameters (those named after its fields) and `changes`."
+    names = {f.name for f in fields(TrainConfig)}
+    kw = {k: (v.value if isinstance(v, Enum) else v) for k, v in {**params, **changes}.items() if k in names}
+    if kw.get("labels") is not None:
+        kw["labels"] = str(kw["labels"])
+    if isinstance(kw.get("classes"), str):
+        kw["classes"] = class_list(kw["classes"])
+    return TrainConfig(**kw)
 
 
 DATA_HELP = "digits (default, offline), cifar10, cifar100, an image folder, or a CSV of path,label[,is_valid]."
@@ -44,9 +59,16 @@ Arch = Annotated[str, typer.Option("--arch", help="Any timm model (see `fastgr m
 Pretrained = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from timm's weights.")]
 Noise = Annotated[float, typer.Option(
     "--noise", callback=noise_rate, show_default=False,
-    help="Fraction of training labels to corrupt, in [0, 1). \\[default: 0.4 on digits, else 0]")]
+    help=f"Fraction of training labels to corrupt, in [0, 1). \\[default: {DEMO_NOISE:g} on digits, else 0]")]
 NoiseTypeOpt = Annotated[NoiseType, typer.Option("--noise-type", help="How labels are corrupted.")]
 Labels = Annotated[Path, typer.Option("--labels", help="Train on a labelling from `fastgr noise` instead.")]
+LossOpt = Annotated[Loss, typer.Option("--loss", help="gr (gradient rescaling) or ce (the baseline).")]
+Lam = Annotated[float, typer.Option("--lam", min=0, show_default=False,
+                                    help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}, or the "
+                                         "preset's]")]
+Beta = Annotated[float, typer.Option("--beta", min=0, show_default=False,
+                                     help=f"Emphasis spread parameter. \\[default: {FIXED_DEFAULT.beta:g}, or the "
+                                          "preset's]")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (one-cycle schedule).")]
 Lr = Annotated[float, typer.Option("--lr", min=0, help="Peak learning rate (SGD, momentum 0.9).")]
 Bs = Annotated[int, typer.Option("--bs", min=1, help="Batch size.")]
@@ -65,15 +87,12 @@ Amp = Annotated[bool, typer.Option("--amp/--no-amp", show_default=False,
                                    help="bf16 mixed precision. \\[default: on with CUDA]")]
 Warmup = Annotated[float, typer.Option(
     "--warmup", min=0, max=1, show_default=False,
-    help="Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: 0.5 "
-         "for the paper's presets, 0 for lam 0.5 / beta 8 or a lam and beta you give]")]
+    help=f"Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: "
+         f"{PRESET_WARMUP:g} for the paper's presets, {FIXED_DEFAULT.warmup:g} for lam {FIXED_DEFAULT.lam:g} / beta "
+         f"{FIXED_DEFAULT.beta:g} or a lam and beta you give]")]
 WarmupModeOpt = Annotated[WarmupMode, typer.Option(
     "--warmup-mode", help="blend: a*GR + (1-a)*CE gradients; ramp: lam, beta from (0, 2) up.")]
 Eps = Annotated[float, typer.Option(
     "--eps", min=0, help="The reference layer's saturation of GR's direction; 0: the bare formula.")]
 Overwrite = Annotated[bool, typer.Option(
-    "--overwrite", help="Write into an existing --out folder, replacing the run in it (other files stay).")]
-
-
-def class_list(classes: str | None) -> list[str] | None:
-    return [c.strip() for c in classes.split(",")] if classes else None
+    "--overwrite", help="Replace the run in an existing --out folder (files that are not fastgr's stay).")]

@@ -11,7 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from fastgr.runs import Reporter
+from fastgr.report import Reporter
 
 from .base import console
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fastgr.presets import REFERENCE_EPS, TUNE_GRID
+from fastgr.presets import TUNE_GRID
 
 from .base import command, console
 from .options import (
+    DEFAULTS,
     Amp,
     Arch,
     AugmentOpt,
@@ -34,9 +35,9 @@ from .options import (
     WarmupMode,
     WarmupModeOpt,
     Wd,
+    build_config,
 )
 from .render import RichReporter, fmt
-from .train import build_config
 
 
 def parse_grid(value: str | None) -> list[tuple[float, ...]] | None:
@@ -59,43 +60,38 @@ GRID_DEFAULT = " ".join(",".join(f"{v:g}" for v in setting) for setting in TUNE_
 @command(epilog="Example: fastgr tune digits --noise 0.4 --epochs 30 --grid '0.5,8 1,16'\n\n"
                 "fastgr train --tune runs the same search first, then trains with the winner.")
 def tune(
-    data: Data = "digits",
+    data: Data = DEFAULTS.data,
     grid: str = typer.Option(GRID_DEFAULT, "--grid", callback=parse_grid,
                              help="lam,beta or lam,beta,warmup settings to try, separated by spaces; "
                                   "--warmup, when given, overrides the settings' own."),
-    holdout: float = typer.Option(0.2, "--holdout", min=0.01, max=0.9,
-                                  help="Fraction of the (noisy) training set held out to score each setting."),
-    arch: Arch = "cifar_resnet20",
-    pretrained: Pretrained = False,
-    noise: Noise = None,
-    noise_type: NoiseTypeOpt = NoiseType.symmetric,
+    tune_holdout: float = typer.Option(DEFAULTS.tune_holdout, "--holdout", min=0.01, max=0.9,
+                                       help="Fraction of the (noisy) training set held out to score each setting."),
+    arch: Arch = DEFAULTS.arch,
+    pretrained: Pretrained = DEFAULTS.pretrained,
+    noise: Noise = DEFAULTS.noise,
+    noise_type: NoiseTypeOpt = NoiseType(DEFAULTS.noise_type),
     labels: Labels = None,
-    warmup: Warmup = None,
-    warmup_mode: WarmupModeOpt = WarmupMode.blend,
-    eps: Eps = REFERENCE_EPS,
-    epochs: Epochs = 30,
-    lr: Lr = 0.1,
-    bs: Bs = 128,
-    wd: Wd = 5e-4,
-    img_size: ImgSize = None,
-    augment: AugmentOpt = None,
-    valid_pct: ValidPct = 0.2,
+    warmup: Warmup = DEFAULTS.warmup,
+    warmup_mode: WarmupModeOpt = WarmupMode(DEFAULTS.warmup_mode),
+    eps: Eps = DEFAULTS.eps,
+    epochs: Epochs = DEFAULTS.epochs,
+    lr: Lr = DEFAULTS.lr,
+    bs: Bs = DEFAULTS.bs,
+    wd: Wd = DEFAULTS.wd,
+    img_size: ImgSize = DEFAULTS.img_size,
+    augment: AugmentOpt = DEFAULTS.augment,
+    valid_pct: ValidPct = DEFAULTS.valid_pct,
     classes: Classes = None,
-    seed: Seed = 0,
-    device: Device = None,
-    amp: Amp = None,
+    seed: Seed = DEFAULTS.seed,
+    device: Device = DEFAULTS.device,
+    amp: Amp = DEFAULTS.amp,
     out: Path = typer.Option(None, "--out", help="Folder for tune.csv and the tuning runs. \\[default: none kept]"),
     overwrite: Overwrite = False,
 ):
     """Try a grid of (lam, beta, warm-up) under the final run's epoch budget; score each on held-out noisy labels."""
-    from fastgr.experiment import tune_run
+    cfg = build_config(locals())
+    from fastgr.tuning import tune_run
 
-    cfg = build_config(
-        data=data, arch=arch, pretrained=pretrained, noise=noise, noise_type=noise_type, labels=labels,
-        warmup=warmup, warmup_mode=warmup_mode, eps=eps, epochs=epochs, lr=lr, bs=bs, wd=wd, img_size=img_size,
-        augment=augment, valid_pct=valid_pct, classes=classes, seed=seed, device=device, amp=amp,
-        tune_holdout=holdout,
-    )
     reporter = RichReporter()
     try:
         result = tune_run(cfg, out, grid, reporter, overwrite)

@@ -18,15 +18,21 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS = {
     "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus",
                  "emphasis_spread", "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve", "ce_gradient"],
-    "callback": ["GRCallback", "EmphasisCollapseWarning"],
+    "callback": ["GRCallback", "EmphasisCollapseWarning", "collapsed_epochs"],
     "telemetry": ["FitMonitor", "batch_indices", "training_table"],
     "noise": ["NoisyLabels", "add_noise", "symmetric_noise", "pairflip_noise", "asymmetric_noise", "save_labels",
-              "load_labels"],
+              "load_labels", "training_labels"],
     "correction": ["relabel", "correction_report"],
     "presets": ["paper_setting"],
-    "data": ["ImageData", "TensorDL", "load_data", "make_dataloaders"],
+    "data": ["ImageData", "load_data"],
+    "loader": ["ImageTensors", "TensorDL", "make_dataloaders"],
     "models": ["create_model", "list_backbones"],
-    "experiment": ["TrainConfig", "train_run", "tune_run", "correct_run"],
+    "learner": ["gr_learner", "predict_probs"],
+    "config": ["TrainConfig", "RunSettings"],
+    "runs": ["RunFolder"],
+    "report": ["Reporter"],
+    "tuning": ["tune_run"],
+    "experiment": ["train_run", "correct_run"],
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_LAZY)
@@ -34,6 +40,7 @@ __all__ = list(_LAZY)
 if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazily
     from .callback import GRCallback  # noqa: F401
     from .gradient import gr_gradient  # noqa: F401
+    from .learner import gr_learner  # noqa: F401
 
 
 def __getattr__(name: str):

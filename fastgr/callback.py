@@ -11,19 +11,45 @@ from fastai.callback.mixup import MixHandler
 from fastai.callback.training import GradientAccumulation
 
 from .gradient import REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
+from .presets import WARMUP_MODES
 from .telemetry import StatColumns, batch_indices
 
-__all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE", "FIT_COLLAPSE", "COLLAPSE_STEPS"]
+__all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE", "FIT_COLLAPSE", "COLLAPSE_STEPS",
+           "is_starved", "collapsed_epochs"]
 
-WARMUP_MODES = ("blend", "ramp")
-# Emphasis collapse: epochs in a row, together at least COLLAPSE_STEPS training steps, whose batches average an
-# effective sample size below ESS_COLLAPSE (fraction of the batch) while the mean p_i of the given labels stays below
-# FIT_COLLAPSE times chance (1 / C). Low ESS alone is not starvation (a warmed-up run that trains well can sit lower
-# than a collapsed one), and a healthy GR run can start that way for a few dozen steps before it takes off:
-# docs/design.md and BENCHMARKS.md have the runs behind the three numbers.
-ESS_COLLAPSE = 0.3
-FIT_COLLAPSE = 2.0
-COLLAPSE_STEPS = 100
+# the emphasis-collapse rule's three numbers; docs/design.md ("what counts as an emphasis collapse") has the
+# runs of BENCHMARKS.md they were chosen on
+ESS_COLLAPSE = 0.3  # an epoch's mean effective sample size, as a fraction of the batch, below this ...
+FIT_COLLAPSE = 2.0  # ... while the mean p_i of the given labels stays below this many times chance (1 / C) ...
+COLLAPSE_STEPS = 100  # ... for epochs in a row that add up to at least this many training steps
+
+
+def is_starved(
+    ess: float,  # an epoch's mean effective sample size, as a fraction of the batch (`gr_ess`)
+    mean_p: float,  # its mean probability of the given labels (`gr_mean_p`)
+    n_classes: int,  # classes of the task: chance is 1 / n_classes
+    ess_threshold: float = ESS_COLLAPSE,  # ESS below this ...
+    fit_threshold: float = FIT_COLLAPSE,  # ... while mean_p stays below this many times chance
+) -> bool:
+    "Whether an epoch looks starved: few examples carry its batches, and the given labels are not being learnt."
+    return n_classes >= 2 and ess < ess_threshold and mean_p < fit_threshold / n_classes
+
+
+def collapsed_epochs(
+    epochs: list[tuple[float, float, int]],  # (gr_ess, gr_mean_p, training steps) of consecutive post-warm-up epochs
+    n_classes: int,  # classes of the task
+    ess_threshold: float = ESS_COLLAPSE,  # see `is_starved`
+    fit_threshold: float = FIT_COLLAPSE,  # see `is_starved`
+    steps: int = COLLAPSE_STEPS,  # a run of starved epochs is a collapse once it adds up to this many steps
+) -> list[int]:  # positions in `epochs` of every epoch in such a run
+    "The emphasis-collapse rule of docs/design.md; `GRCallback` applies it as epochs end, benches to saved metrics."
+    out: list[int] = []
+    streak: list[tuple[int, int]] = []
+    for i, (ess, mean_p, n) in enumerate(epochs):
+        streak = streak + [(i, n)] if is_starved(ess, mean_p, n_classes, ess_threshold, fit_threshold) else []
+        if streak and sum(k for _, k in streak) >= steps:
+            out.extend(j for j, _ in streak if j not in out)
+    return out
 
 
 def _distributed() -> bool:
@@ -72,6 +98,11 @@ class GRCallback(StatColumns, Callback):
             raise ValueError(f"warmup must be a fraction of training in [0, 1], got {warmup}")
         if warmup_mode not in WARMUP_MODES:
             raise ValueError(f"unknown warmup_mode {warmup_mode!r}; choose one of {', '.join(WARMUP_MODES)}")
+        if ess_threshold is not None and not 0 < ess_threshold <= 1:
+            raise ValueError(f"ess_threshold is a fraction of the batch in (0, 1], or None; got {ess_threshold}")
+        if not fit_threshold > 0 or int(collapse_steps) != collapse_steps or collapse_steps < 1:
+            raise ValueError(f"fit_threshold must be > 0 and collapse_steps a whole number >= 1, got "
+                             f"{fit_threshold} and {collapse_steps}")
         self.lam, self.beta, self.transform, self.normalize, self.eps = lam, beta, transform, normalize, eps
         self.warmup, self.warmup_mode, self.ess_threshold = warmup, warmup_mode, ess_threshold
         self.fit_threshold, self.collapse_steps = fit_threshold, collapse_steps
@@ -83,6 +114,8 @@ class GRCallback(StatColumns, Callback):
 
     # -- events -------------------------------------------------------------------------------------
     def before_fit(self):
+        if sum(isinstance(cb, GRCallback) for cb in self.learn.cbs) > 1:
+            raise ValueError("a Learner takes one GRCallback; two would each replace the other's gradient")
         mixers = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, MixHandler)]
         if mixers:
             raise ValueError(
@@ -91,7 +124,6 @@ class GRCallback(StatColumns, Callback):
             )
         self.add_columns(self.learn)
         self._warned = False
-        self._streak: list[tuple[int, int]] = []  # (epoch, steps) of the epochs in a row that look starved
 
     def progress(self) -> float:
         "How far GR has taken over: 0 at the start of training, 1 once the warm-up is over."
@@ -146,7 +178,8 @@ class GRCallback(StatColumns, Callback):
             "gr_ess": (self._sums["ess"] / self._n_batches).item(),
             "gr_mean_p": (self._sums["p"] / self._n_examples).item(),
         }
-        self.history.append({"epoch": self.epoch, **self.epoch_stats})
+        self.history.append({"epoch": self.epoch, **self.epoch_stats, "steps": self._n_batches,
+                             "warmed_up": self._warmed_up})
         self._check_collapse()
         if self.record_examples and self._records:
             cols = [torch.cat(c).cpu().numpy() for c in zip(*self._records)]
@@ -156,39 +189,47 @@ class GRCallback(StatColumns, Callback):
     def after_fit(self):
         self.remove_columns(self.learn)
 
-    # -- helpers ------------------------------------------------------------------------------------
+    # -- state, for a run that resumes -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        "What a resumed fit needs to go on as the uninterrupted one would: the per-epoch history and examples."
+        return {"history": list(self.history), "collapsed_epochs": list(self.collapsed_epochs),
+                "examples": self.examples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))
+        self.collapsed_epochs = list(state.get("collapsed_epochs", []))
+        self.examples = state.get("examples")
+
+    # -- the collapse rule ------------------------------------------------------------------------
     def is_collapse(self, ess: float, mean_p: float, n_classes: int) -> bool:
-        "Whether an epoch with these means looks starved: few examples carry its batches, and none fits its label."
-        if self.ess_threshold is None or n_classes < 2:
-            return False
-        return ess < self.ess_threshold and mean_p < self.fit_threshold / n_classes
+        "Whether an epoch with these means looks starved, by this callback's thresholds (`is_starved`)."
+        return self.ess_threshold is not None and is_starved(ess, mean_p, n_classes, self.ess_threshold,
+                                                             self.fit_threshold)
 
     def collapsed_in(self, epochs: list[tuple[float, float, int]], n_classes: int) -> list[int]:
         "Positions of `epochs`, (gr_ess, gr_mean_p, steps) each, that this rule counts as collapsed (post warm-up)."
-        out, streak = [], []
-        for i, (ess, mean_p, steps) in enumerate(epochs):
-            streak = streak + [(i, steps)] if self.is_collapse(ess, mean_p, n_classes) else []
-            if streak and sum(n for _, n in streak) >= self.collapse_steps:
-                out.extend(j for j, _ in streak if j not in out)
-        return out
+        if self.ess_threshold is None:
+            return []
+        return collapsed_epochs(epochs, n_classes, self.ess_threshold, self.fit_threshold, self.collapse_steps)
 
     def _check_collapse(self):
-        ess, mean_p = self.epoch_stats["gr_ess"], self.epoch_stats["gr_mean_p"]
-        if not self._warmed_up or not self.is_collapse(ess, mean_p, self._n_classes):
-            self._streak = []
-            return
-        self._streak.append((self.epoch, self._n_batches))
-        if sum(steps for _, steps in self._streak) < self.collapse_steps:
-            return
-        new = [e for e, _ in self._streak if e not in self.collapsed_epochs]
+        # the rule over the epochs since the warm-up ended (in this fit: a second fit warms up again)
+        post: list[dict] = []
+        for h in self.history:
+            post = post + [h] if h["warmed_up"] else []
+        found = [post[i]["epoch"] for i in self.collapsed_in(
+            [(h["gr_ess"], h["gr_mean_p"], h["steps"]) for h in post], self._n_classes)]
+        new = [e for e in found if e not in self.collapsed_epochs]
         self.collapsed_epochs.extend(new)
-        if not self._warned:
+        if self.epoch in new and not self._warned:
             self._warned = True
+            ess, mean_p = self.epoch_stats["gr_ess"], self.epoch_stats["gr_mean_p"]
+            run = next(k for k in range(1, len(post) + 1) if k == len(post) or post[-k - 1]["epoch"] not in found)
             warnings.warn(
                 f"emphasis collapse: lower beta or lam, or use warm-up (epoch {self.epoch + 1}: the batches' "
                 f"effective sample size averaged {ess:.3f} of the batch, below {self.ess_threshold:g}, while the "
                 f"mean probability of the given labels, {mean_p:.3f}, stayed below {self.fit_threshold:g}x chance, "
-                f"for {len(self._streak)} epochs in a row; lam={self.lam:g}, beta={self.beta:g}); later epochs are "
+                f"for {run} epochs in a row; lam={self.lam:g}, beta={self.beta:g}); later epochs are "
                 "counted in collapsed_epochs",
                 EmphasisCollapseWarning, stacklevel=2)
 
@@ -201,7 +242,7 @@ class GRCallback(StatColumns, Callback):
         self._n_examples += p.numel()
         if self.record_examples:
             y = self.learn.yb[0]
-            idx = batch_indices(self.learn.dl, self.learn.iter, y.shape[0])
+            idx = batch_indices(self.learn.dl, self.learn.iter, y.shape[0]).to(p.device)
             idx = idx.repeat_interleave(p.numel() // y.shape[0])  # one row per position for (B, C, *) logits
             # weights times the batch size: 1 is an average example, whatever the batch size
             self._records.append((idx, y.reshape(-1), p, w * w.numel()))

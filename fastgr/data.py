@@ -1,14 +1,12 @@
-"""Data sources and a fast image pipeline for small images.
+"""Data sources, decoded once into uint8 tensors (`ImageData`).
 
-Every source is decoded once into a uint8 tensor (`ImageData`); `TensorDL` then batches it and augments each
-batch on the training device (pad-and-crop, flip, normalise), so a GPU is never starved by per-image Python
-work. Sources (DESIGN.md, "Data sources"): `digits` (scikit-learn's bundled 8x8 digits, offline), `cifar10`
-and `cifar100` (fastai's downloads), an image folder, or a CSV of `path,label[,is_valid]`.
+Sources (docs/design.md, "Data sources"): `digits` (scikit-learn's bundled 8x8 digits, offline), `cifar10` and
+`cifar100` (fastai's downloads), an image folder, or a CSV of `path,label[,is_valid]`. `fastgr.loader.TensorDL`
+batches the decoded images on the training device.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -19,23 +17,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = [
-    "ImageData",
-    "TensorDL",
-    "SOURCES",
-    "AUGMENTS",
-    "load_data",
-    "load_digits",
-    "load_cifar",
-    "load_folder",
-    "load_csv",
-    "augment_batch",
-    "make_dataloaders",
-    "IMAGE_EXTENSIONS",
-]
+__all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "load_folder", "load_csv",
+           "decode_images", "stratified_split", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-AUGMENTS = ("crop+flip", "crop", "none")
 
 
 @dataclass
@@ -136,7 +121,7 @@ def _list_images(root: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def _stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
+def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
     "Boolean mask of the held-out examples: `valid_pct` of each class, at least one where a class has two."
     if not 0 < valid_pct < 1:
         raise ValueError(f"valid_pct must be in (0, 1) to split one tree into train and held-out, got {valid_pct}")
@@ -169,6 +154,33 @@ def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[n
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(one, paths))
     return [r[0] for r in results], [r[1] for r in results]
+
+
+def decode_images(
+    items: Sequence,  # paths, PIL images, HxW[xC] uint8 arrays or CxHxW uint8 tensors
+    size: tuple[int, int],  # (height, width) to resize to
+    channels: int,  # 1 (grayscale) or 3 (RGB)
+) -> Tensor:  # (N, channels, height, width) uint8
+    "New images as a model trained on `fastgr.data` sees them: decoded, converted and resized like its data."
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    out = []
+    for it in items:
+        if isinstance(it, Tensor):
+            it = it.detach().cpu().numpy()
+            it = it.transpose(1, 2, 0) if it.ndim == 3 else it
+        if isinstance(it, np.ndarray):
+            it = Image.fromarray(np.ascontiguousarray(it.squeeze(-1) if it.ndim == 3 and it.shape[-1] == 1 else it))
+        if not isinstance(it, Image.Image):
+            with Image.open(it) as im:
+                it = im.convert(mode)
+        im = it.convert(mode)
+        if im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, channels, *size, dtype=torch.uint8)
 
 
 def _first_size(paths: Sequence[Path]) -> tuple[int, int]:
@@ -249,7 +261,7 @@ def load_folder(
         items = items + held
     else:
         labels = np.array([c for _, c in items])
-        is_valid = _stratified_split(labels, valid_pct, seed)
+        is_valid = stratified_split(labels, valid_pct, seed)
     return _build(str(root), items, is_valid, classes, img_size, root)
 
 
@@ -280,7 +292,7 @@ def load_csv(
     if "is_valid" in frame.columns:
         is_valid = frame["is_valid"].map(_truthy).to_numpy(bool)
     else:
-        is_valid = _stratified_split(frame["label"].astype(str).to_numpy(), valid_pct, seed)
+        is_valid = stratified_split(frame["label"].astype(str).to_numpy(), valid_pct, seed)
     return _build(str(path), items, is_valid, classes, img_size, base)
 
 
@@ -322,164 +334,3 @@ def load_data(
         raise ValueError(f"{path} is not a regular file or folder")
     raise FileNotFoundError(
         2, f"unknown dataset or missing path {key!r} (datasets: {', '.join(SOURCES)}; or a folder or CSV)", key)
-
-
-# -- batches, augmented on the device -----------------------------------------------------------------
-
-def augment_batch(
-    x: Tensor,  # (B, C, H, W) uint8 (or any dtype) images on any device
-    pad: int,  # random-crop padding in pixels: a shift of up to `pad` each way, zero fill; 0 for none
-    flip: bool,  # flip each image horizontally with probability 1/2
-    generator: torch.Generator | None = None,  # on x's device: the randomness, for reproducible batches
-) -> Tensor:  # (B, C, H, W), same dtype and device; channels-last strides after a crop
-    "Pad-and-random-crop plus horizontal flip for a whole batch at once: no per-image Python, no host sync."
-    B, C, H, W = x.shape
-    dev = x.device
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
-        ox = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
-        rows = (oy + torch.arange(H, device=dev))[:, :, None]  # (B, H, 1)
-        cols = (ox + torch.arange(W, device=dev))[:, None, :]  # (B, 1, W)
-        b = torch.arange(B, device=dev)[:, None, None]
-        x = xp[b, :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) gathered -> (B, C, H, W)
-    if flip:
-        m = torch.rand(B, device=dev, generator=generator) < 0.5
-        x = torch.where(m[:, None, None, None], x.flip(3), x)
-    return x
-
-
-class TensorDL:
-    """Batches of a uint8 image tensor for a fastai `Learner`, shuffled, augmented and normalised on the device.
-
-    Iterating yields `(x, y)` with `x` float32 (B, C, H, W), normalised. The order of an epoch depends only on
-    `seed` and `epoch`, so an interrupted run resumes with the same batches. `epoch_indices` holds the
-    current epoch's order (dataset indices) and `batch_idx` the last batch's.
-    """
-
-    def __init__(
-        self,
-        x: Tensor,  # (N, C, H, W) uint8 images
-        y: Tensor,  # (N,) int64 labels
-        bs: int = 128,  # batch size
-        shuffle: bool = False,  # a new order every epoch
-        drop_last: bool = False,  # drop the last incomplete batch
-        augment: str = "none",  # crop+flip, crop or none
-        mean: Sequence[float] = (0.5,),  # per-channel mean, [0, 1] units
-        std: Sequence[float] = (0.25,),  # per-channel standard deviation, [0, 1] units
-        device: torch.device | str | None = None,  # where batches are made; the data moves there once
-        seed: int = 0,  # seed of shuffling and augmentation
-        channels_last: bool = False,  # hand out channels-last batches (faster convolutions on GPUs)
-        vocab: Sequence[str] | None = None,  # class names, for fastai's interpretation tools
-    ):
-        if augment not in AUGMENTS:
-            raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} images but {len(y)} labels")
-        self.bs, self.shuffle, self.drop_last, self.augment = bs, shuffle, drop_last, augment
-        self.mean, self.std, self.seed, self.channels_last = list(mean), list(std), seed, channels_last
-        self.vocab = list(vocab) if vocab is not None else None
-        self.x, self.y, self.device = x, y, None
-        self.epoch = 0
-        self.epoch_indices: Tensor | None = None
-        self.batch_idx: Tensor | None = None
-        self.to(device)
-
-    @property
-    def n(self) -> int:
-        return len(self.y)
-
-    @property
-    def dataset(self) -> TensorDL:  # fastai's export asks `dl.dataset.new_empty()`
-        return self
-
-    @property
-    def loss_func(self):
-        "What fastai's `Learner` uses when given no loss: cross-entropy over the integer labels."
-        from fastai.losses import CrossEntropyLossFlat
-
-        return CrossEntropyLossFlat()
-
-    def __len__(self) -> int:
-        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
-
-    def to(self, device) -> TensorDL:
-        if device is not None:
-            self.device = torch.device(device)
-            self.x, self.y = self.x.to(self.device), self.y.to(self.device)
-            m = torch.tensor(self.mean, device=self.device).mul_(255).view(1, -1, 1, 1)
-            s = torch.tensor(self.std, device=self.device).mul_(255).view(1, -1, 1, 1)
-            self._norm = (m, s)
-        elif not hasattr(self, "_norm"):
-            self._norm = (torch.tensor(self.mean).mul_(255).view(1, -1, 1, 1),
-                          torch.tensor(self.std).mul_(255).view(1, -1, 1, 1))
-        return self
-
-    def _generators(self) -> tuple[torch.Generator, torch.Generator]:
-        seed = (self.seed * 1_000_003 + self.epoch) % (2**63)
-        cpu = torch.Generator().manual_seed(seed)
-        dev = torch.Generator(device=self.x.device).manual_seed(seed + 1)
-        return cpu, dev
-
-    def __iter__(self):
-        cpu_gen, dev_gen = self._generators()
-        order = torch.randperm(self.n, generator=cpu_gen) if self.shuffle else torch.arange(self.n)
-        self.epoch_indices = order
-        order = order.to(self.x.device)  # one small copy per epoch
-        pad = max(1, self.x.shape[-1] // 8) if self.augment != "none" else 0
-        flip = self.augment == "crop+flip"
-        m, s = self._norm
-        for i in range(len(self)):
-            idx = order[i * self.bs : (i + 1) * self.bs]
-            xb = self.x[idx]
-            if pad or flip:
-                xb = augment_batch(xb, pad, flip, dev_gen)
-            xb = xb.float().sub_(m).div_(s)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            self.batch_idx = idx
-            yield xb, self.y[idx]
-        self.epoch += 1
-
-    def one_batch(self):
-        return next(iter(self.new(shuffle=False)))
-
-    def new(self, dataset=None, **kwargs) -> TensorDL:
-        "A copy with some settings changed (fastai calls `new(shuffle=False, drop_last=False)` to predict)."
-        if isinstance(dataset, TensorDL):
-            return dataset
-        kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, augment=self.augment, mean=self.mean,
-                  std=self.std, device=self.device, seed=self.seed, channels_last=self.channels_last,
-                  vocab=self.vocab)
-        kw.update({k: v for k, v in kwargs.items() if k in kw})
-        return TensorDL(self.x, self.y, **kw)
-
-    def new_empty(self) -> TensorDL:
-        "No data, same settings: what an exported learner keeps."
-        return TensorDL(self.x[:0].cpu(), self.y[:0].cpu(), **{**self._settings(), "device": None})
-
-    def _settings(self) -> dict:
-        return dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, augment=self.augment,
-                    mean=self.mean, std=self.std, seed=self.seed, channels_last=self.channels_last,
-                    vocab=self.vocab)
-
-
-def make_dataloaders(
-    data: ImageData,  # the decoded images
-    train_y: Tensor | np.ndarray | None = None,  # (N,) labels to train on (noisy ones); data.train_y if None
-    bs: int = 128,  # batch size
-    device: torch.device | str = "cpu",  # where batches are made and the model trains
-    seed: int = 0,  # seed of shuffling and augmentation
-    augment: str | None = None,  # crop+flip, crop or none; the data's own choice if None
-    channels_last: bool = False,  # channels-last batches (GPU)
-):
-    "fastai `DataLoaders` of a training `TensorDL` (shuffled, augmented) and a held-out one (neither)."
-    from fastai.data.core import DataLoaders
-
-    y = data.train_y if train_y is None else torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    mean, std = data.channel_stats()
-    common = dict(mean=mean, std=std, device=device, seed=seed, channels_last=channels_last, vocab=data.classes)
-    train = TensorDL(data.train_x, y, bs, shuffle=True, drop_last=len(y) > bs, augment=augment or data.augment,
-                     **common)
-    valid = TensorDL(data.valid_x, data.valid_y, max(bs, 256), **common)
-    return DataLoaders(train, valid, device=device)

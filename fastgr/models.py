@@ -11,11 +11,11 @@ import fnmatch
 
 import timm
 import torch
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CifarResNet", "CIFAR_DEPTHS", "create_model", "list_backbones", "has_pretrained"]
+__all__ = ["CifarResNet", "CIFAR_DEPTHS", "create_model", "check_arch", "list_backbones", "has_pretrained"]
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
@@ -94,12 +94,19 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# timm's model metadata (input size, classifier name); no weights: He et al.'s ResNets are trained from scratch
+default_cfgs = generate_default_cfgs({
+    f"cifar_resnet{d}": {"url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": (8, 8),
+                         "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616),
+                         "first_conv": "stem.0", "classifier": "fc"}
+    for d in CIFAR_DEPTHS
+})
+
+
 def _cifar_resnet(depth: int, pretrained: bool, **kwargs) -> CifarResNet:
     if pretrained:
         raise ValueError(f"cifar_resnet{depth} has no pretrained weights; train it from scratch (--no-pretrained)")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    return CifarResNet(depth, **kwargs)
+    return build_model_with_cfg(CifarResNet, f"cifar_resnet{depth}", pretrained, depth=depth, **kwargs)
 
 
 @register_model
@@ -136,7 +143,7 @@ def has_pretrained(
     arch: str,  # a timm model name
 ) -> bool:
     "Whether timm knows pretrained weights for `arch` (they may still need downloading)."
-    return bool(timm.list_pretrained(arch)) or bool(timm.list_pretrained(arch + ".*"))
+    return timm.is_model_pretrained(arch)
 
 
 def list_backbones(
@@ -148,6 +155,22 @@ def list_backbones(
     return [(n, n in pretrained) for n in names]
 
 
+def check_arch(
+    arch: str,  # a timm model name
+    pretrained: bool = False,  # whether its pretrained weights will be loaded
+) -> None:
+    """Raise, naming the problem, if `create_model(arch, ..., pretrained)` would fail: an unknown name, no
+    pretrained weights, or weights that cannot be fetched (which a run finds out before it writes anything)."""
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `fastgr models` lists them"
+        raise ValueError(f"unknown architecture {arch!r}{hint}")
+    if pretrained and not has_pretrained(arch):
+        raise ValueError(f"{arch} has no pretrained weights in timm; pass --no-pretrained")
+    if pretrained:
+        create_model(arch, 2, 3, pretrained=True)  # fetches (or finds in the cache) the weights
+
+
 def create_model(
     arch: str,  # a timm model name, e.g. "cifar_resnet56", "resnet18", "convnext_atto"
     num_classes: int,  # classes of the task
@@ -156,10 +179,7 @@ def create_model(
     **kwargs,  # passed on to `timm.create_model`
 ) -> nn.Module:
     "Create a backbone with a fresh `num_classes` head; errors name the problem in one line."
-    if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `fastgr models` lists them"
-        raise ValueError(f"unknown architecture {arch!r}{hint}")
+    check_arch(arch)
     if pretrained and not has_pretrained(arch):
         raise ValueError(f"{arch} has no pretrained weights in timm; pass --no-pretrained")
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .runs import atomic_path, read_json, write_json
+from .files import atomic_path, read_json, write_json
 
 __all__ = [
     "NoisyLabels",
@@ -25,6 +25,7 @@ __all__ = [
     "asymmetric_noise",
     "save_labels",
     "load_labels",
+    "training_labels",
 ]
 
 # truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog (class order of CIFAR-10)
@@ -213,3 +214,30 @@ def load_labels(
                         float(meta.get("rate", 0.0)), meta.get("seed"), {"file": str(path)})
     corrected = encode("corrected_label") if "corrected_label" in frame else None
     return noisy, frame["item"].astype(str).tolist(), corrected
+
+
+def training_labels(
+    data,  # the decoded data (`fastgr.data.ImageData`)
+    noise: float = 0.0,  # fraction of labels to corrupt
+    noise_type: str = "symmetric",  # symmetric, pairflip or asymmetric
+    seed: int = 0,  # seed of the draw
+    labels_file: str | Path | None = None,  # a noisy-label CSV to use instead of drawing
+) -> tuple[NoisyLabels, bool]:  # the labelling, and whether its true labels are known to be right
+    "The labels a run trains on, with the truth beside them."
+    y = data.train_y.numpy()
+    if labels_file is not None:
+        noisy, items, _ = load_labels(labels_file, data.classes)
+        pos = {item: i for i, item in enumerate(items)}
+        missing = [it for it in data.train_items if it not in pos]
+        if missing:
+            raise ValueError(f"{labels_file} does not match the data: {len(missing)} training item(s) missing, "
+                             f"e.g. {missing[0]!r}")
+        order = np.array([pos[it] for it in data.train_items])
+        given, true = noisy.given[order], noisy.true[order]
+        if not np.array_equal(true, y):
+            raise ValueError(f"{labels_file}: its true labels differ from the data's on "
+                             f"{int((true != y).sum())} item(s); it was drawn for other data")
+        return NoisyLabels(given, true, noisy.noise_type, noisy.rate, noisy.seed, {"file": str(labels_file)}), True
+    if noise > 0:
+        return add_noise(y, noise, data.n_classes, noise_type, seed), True
+    return NoisyLabels(y, y, "none", 0.0, seed), data.labels_trusted

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .files import atomic_path
 from .gradient import emphasis_focus, weight_curve
-from .runs import atomic_path
 
 __all__ = ["plot_weight_curves", "plot_weight_vs_p", "plot_weights_flipped_clean", "plot_learning_curves",
            "save_figure"]

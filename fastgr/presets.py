@@ -11,15 +11,14 @@ import math
 from typing import NamedTuple
 
 __all__ = ["Setting", "PAPER_SETTINGS", "FIXED_DEFAULT", "paper_setting", "BUDGET_WARNING", "REFERENCE_EPS",
-           "DEFAULT_WARMUP", "PRESET_WARMUP", "TUNE_GRID"]
+           "DEFAULT_WARMUP", "PRESET_WARMUP", "WARMUP_MODES", "TUNE_GRID"]
 
 # the authors' reference layer's epsilon in (p - y) / (2 - 2p + eps): fitted examples stop pushing their logits
 REFERENCE_EPS = 1e-6
-# GR's warm-up (--warmup) comes with the setting; BENCHMARKS.md. The paper's table (`--preset`) has large spreads
-# tuned on long schedules: a CE blend over the first half rescued lam 1 / beta 16 on the 5k-image CIFAR-10 budget
-# (0.203 -> 0.560 test accuracy, CE 0.516; a fifth was too short: 0.274) and moved the presets on digits, where
-# nothing collapses, by +1.2 / -1.3 / -3.1 points at 40 / 20 / 60% noise. The fixed default's small spread needs
-# none, and loses to one on digits (0.889 -> 0.756 at 40%: CE memorises the wrong labels during the warm-up).
+# GR's warm-up (--warmup) comes with the setting: the paper's table (`--preset`) has large spreads tuned on long
+# schedules and gets a cross-entropy blend over the first half; the fixed default's small spread gets none.
+# docs/design.md ("emphasis warm-up") and BENCHMARKS.md have the runs behind both choices.
+WARMUP_MODES = ("blend", "ramp")  # a*G_GR + (1-a)*G_CE, or lam and beta moved up from (0, 2)
 PRESET_WARMUP = 0.5
 DEFAULT_WARMUP = 0.0  # the fixed default's, and that of a lam and beta given by hand
 # (lam, beta, warm-up) that the tuner tries: the paper's fixed default and its CIFAR-10 rows for r = 0.4 and r >= 0.6

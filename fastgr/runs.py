@@ -1,77 +1,325 @@
-"""Run directories: what a training run writes, written atomically so an interruption never leaves half a file."""
+"""The run folder: every file a training run writes, and the guarantees that make it safe to interrupt.
+
+`RunFolder` owns a run's files (docs/design.md, "The run folder"): `config.json`, `metrics.csv`, `labels.csv`,
+`checkpoint.pth`, `result.json`, `examples.csv`, plots, `learner.pkl`, `summary.json`, and the sub-folders of a
+tuning (`tune/NN`) and of a retraining (`retrain/`). `RunLog` is the fastai callback that writes a phase's rows
+and checkpoints into it. Nothing in a folder is touched before every input has been checked; one process at a
+time holds its lock; every file is replaced atomically, so a kill at any moment leaves a folder that `--resume`
+finishes to the same files.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Reporter", "atomic_path", "write_text", "write_json", "read_json"]
+import pandas as pd
+import torch
+from fastai.callback.core import Callback
+from fastai.torch_core import get_random_states, set_random_states
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from .files import TMP_SUFFIX, atomic_path, read_json, write_json, write_text
+from .report import Reporter
+
+__all__ = ["RunFolder", "RunLog", "Reporter", "RunExistsError", "RunLockedError", "OWNED_FILES", "LOCK_NAME"]
+
+LOCK_NAME = ".fastgr.lock"
+# what `--overwrite` removes: every file a run (or `fastgr correct` on it) writes; other files stay
+OWNED_FILES = (
+    "config.json", "metrics.csv", "labels.csv", "labels.csv.json", "summary.json", "result.json", "checkpoint.pth",
+    "learner.pkl", "examples.csv", "curves.png", "weights_vs_p.png", "weights_flipped_clean.png", "correction.json",
+    "skipped.txt", "tune.csv", "tune.json", "labels_corrected.csv", "labels_corrected.csv.json",
+    "labels_corrected.report.json",
+)
+OWNED_DIRS = ("retrain", "tune")
 
 
-@contextlib.contextmanager
-def atomic_path(
-    path: str | Path,  # the file to create or replace
-) -> Iterator[Path]:
-    "Yield a temporary path beside `path`; on success it replaces `path` in one step, on error it is removed."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+class RunExistsError(FileExistsError):
+    "The run folder holds another run; nothing was written."
+
+
+class RunLockedError(RuntimeError):
+    "Another fastgr process is writing the run folder; nothing was written."
+
+
+def _alive(pid: int) -> bool:
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class RunFolder:
+    """One run's folder (or a phase's sub-folder: `sub`). Its methods are the only code that writes there."""
+
+    def __init__(
+        self,
+        path: str | Path,  # the folder
+        top: RunFolder | None = None,  # the run's own folder, for a phase's sub-folder
+    ):
+        self.path = Path(path)
+        self.top = top or self
+        self._created: list[Path] = []
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def sub(self, name: str) -> RunFolder:
+        "A phase's sub-folder (`retrain`, `tune/00`): same lock, own files."
+        return RunFolder(self.path / name, top=self.top)
+
+    # -- before anything is written -----------------------------------------------------------------
+    def check(self, overwrite: bool, resume: bool) -> None:
+        "Raise if this folder may not be written as asked. Reads only."
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise RunExistsError(f"{p} exists and is not a folder")
+        if resume:
+            if not (p / "config.json").exists():
+                raise FileNotFoundError(2, "no run to resume (no config.json)", str(p))
+            if (p / "summary.json").exists():
+                raise RunExistsError(f"{p} is a finished run; nothing to resume")
+            return
+        if p.exists() and any(q.name != LOCK_NAME for q in p.iterdir()) and not overwrite:
+            raise RunExistsError(f"{p} exists; pass --overwrite to write into it, or --resume to continue it")
+
+    @contextlib.contextmanager
+    def open(self, overwrite: bool = False) -> Iterator[RunFolder]:
+        """Hold the folder for a run: create it, take its lock, and with `overwrite` remove the older run's files.
+
+        On the way out the lock is released; a folder this call created that holds nothing of a run is removed
+        again (a run that failed before writing leaves nothing behind)."""
+        missing = []
+        for d in (self.path, *self.path.parents):
+            if d.exists():
+                break
+            missing.append(d)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._created = missing
+        self._lock()
+        try:
+            self._remove_temporaries()
+            if overwrite:
+                self.clear()
+            yield self
+        finally:
+            self._unlock()
+            if self._created and not any(self.path.iterdir()):
+                for d in self._created:  # deepest first
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+
+    def _lock(self) -> None:
+        lock = self.path / LOCK_NAME
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                held = {}
+            pid = held.get("pid")
+            if isinstance(pid, int) and held.get("host") == me["host"] and pid != me["pid"] and _alive(pid):
+                raise RunLockedError(f"{self.path} is being written by fastgr process {pid}; wait for it to "
+                                     f"finish, or stop it and then --resume") from None
+            write_json(lock, me)  # a dead process's lock (a kill): taken over
+            return
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+
+    def _unlock(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            (self.path / LOCK_NAME).unlink()
+
+    def _remove_temporaries(self) -> None:
+        "Temporary files a kill left behind (`atomic_path` never got to rename them)."
+        for tmp in self.path.rglob(f".*{TMP_SUFFIX}"):
+            if any(tmp.name.startswith(f".{name}.") for name in OWNED_FILES):
+                tmp.unlink()
+
+    def clear(self) -> None:
+        """Remove an older run's files: config.json first, so that a kill midway leaves no run to resume by
+        mistake. Files that are not fastgr's stay."""
+        for name in OWNED_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+        for name in OWNED_DIRS:
+            d = self.path / name
+            if not d.is_dir():
+                continue
+            for p in sorted(d.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+                if p.is_file() and p.name in OWNED_FILES:
+                    p.unlink()
+                elif p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            if not any(d.iterdir()):
+                d.rmdir()
+
+    # -- the run's files ------------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def read(self, name: str) -> Any:
+        "A JSON file of the folder; a broken one names itself and the way out."
+        path = self.path / name
+        try:
+            return read_json(path)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); restore it or start the run "
+                             f"again with --overwrite") from None
+
+    def write(self, name: str, obj: Any) -> Path:
+        "A JSON file, replaced atomically."
+        return write_json(self.path / name, obj)
+
+    def write_text(self, name: str, text: str) -> Path:
+        return write_text(self.path / name, text)
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> Path:
+        with atomic_path(self.path / name) as tmp:
+            frame.to_csv(tmp, index=False)
+        return self.path / name
+
+    def save_figure(self, name: str, fig) -> Path:
+        from .plots import save_figure
+
+        return save_figure(fig, self.path / name)
+
+    def save_checkpoint(self, state: dict) -> None:
+        with atomic_path(self.path / "checkpoint.pth") as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.path / "checkpoint.pth"
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means the same fix
+            raise ValueError(f"{path} is unreadable ({type(e).__name__}); delete it to restart this phase from "
+                             "scratch, or start the run again with --overwrite") from None
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / name).unlink()
+
+    def export(self, learn, drop: tuple[type, ...] = ()) -> Path:
+        """`learner.pkl` for `load_learner`, without the callbacks of type `drop` (bookkeeping of this run)."""
+        import warnings
+
+        keep = [cb for cb in learn.cbs if isinstance(cb, drop)]
+        learn.remove_cbs(keep)
+        try:
+            with atomic_path(self.path / "learner.pkl") as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                learn.export(tmp.resolve())
+        finally:
+            learn.add_cbs(keep)
+        return self.path / "learner.pkl"
+
+    def training_seconds(self) -> float:
+        "Training seconds of the run: its own phase, every tuning setting before it and a retraining after it."
+        parts = [self.path / "result.json", *sorted(self.path.glob("tune/*/result.json")),
+                 self.path / "retrain" / "result.json"]
+        return sum(read_json(p)["seconds"] for p in parts if p.exists())
+
+    def remove_tree(self) -> None:
+        "This (sub-)folder and everything in it; for a tuning's scratch folder."
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    "Write `text` to `path` atomically."
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+def _stateful(cb) -> bool:
+    # on the class: a fastai Callback answers unknown attributes from its Learner
+    return callable(getattr(type(cb), "state_dict", None)) and callable(getattr(type(cb), "load_state_dict", None))
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    "Write `obj` as indented JSON to `path` atomically."
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+class RunLog(Callback):
+    """Writes a fit's epochs into a `RunFolder`: a row of metrics.csv and a checkpoint after every training epoch.
 
+    Owns the rows; `state` restores a checkpoint (model, optimiser, random states, the rows, and every callback's
+    `state_dict`), after which `fit_one_cycle(..., start_epoch=epoch)` goes on as the uninterrupted fit would."""
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    order = 70  # after the Recorder (50) has the epoch's values
 
+    def __init__(
+        self,
+        folder: RunFolder,  # where metrics.csv and checkpoint.pth go
+        reporter: Reporter | None = None,  # told of every batch and epoch
+    ):
+        self.folder, self.reporter = folder, reporter or Reporter()
+        self.rows: list[dict] = []
+        self.elapsed = 0.0  # seconds of training, over every session of a resumed run
+        self._smooth_loss: tuple | None = None
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"cannot write {type(o).__name__} as JSON")
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save(self, epoch: int) -> None:
+        learn = self.learn
+        sl = learn.recorder.smooth_loss
+        cbs = {type(cb).__name__: cb.state_dict() for cb in learn.cbs if _stateful(cb)}
+        self.folder.save_checkpoint({
+            "epoch": epoch, "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
+            "rng": get_random_states(), "rows": self.rows, "elapsed": self.elapsed,
+            "smooth_loss": (sl.val, sl.count), "callbacks": cbs})
 
+    def restore(self, learn) -> int:
+        "Load the folder's checkpoint into `learn`, if there is one; the epoch to start from."
+        state = self.folder.load_checkpoint()
+        if state is None:
+            return 0
+        learn.model.load_state_dict(state["model"])
+        learn.create_opt()
+        learn.opt.load_state_dict(state["opt"])
+        set_random_states(**state["rng"])
+        self.rows, self.elapsed = list(state["rows"]), float(state["elapsed"])
+        self._smooth_loss = state["smooth_loss"]
+        for cb in learn.cbs:
+            if _stateful(cb) and type(cb).__name__ in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        return int(state["epoch"])
 
-class Reporter:
-    "Receives a run's progress (the CLI renders it); the base class ignores everything."
+    # -- fastai events ------------------------------------------------------------------------------
+    def before_fit(self):
+        # the logged train_loss is a moving average over batches: a resumed run continues it
+        if self._smooth_loss is not None:
+            sl = self.learn.recorder.smooth_loss
+            sl.val, sl.count = self._smooth_loss
 
-    def phase(self, name: str, epochs: int, start: int = 0) -> None:
-        "A training phase begins: `name` (train, retrain), `epochs` in all, resumed after `start`."
+    def before_epoch(self):
+        self.trained = False
+        self.t0 = time.perf_counter()
 
-    def batch(self, i: int, n: int) -> None:
-        "Training batch `i` of `n` of the current epoch is done."
+    def before_train(self):
+        self.trained = True  # fastai's SkipToEpoch cancels skipped epochs before this
 
-    def epoch(self, row: dict[str, Any]) -> None:
-        "An epoch is done; `row` is its line of metrics.csv."
+    def after_batch(self):
+        if self.training:
+            self.reporter.batch(self.iter + 1, self.n_iter)
 
-    def note(self, text: str, level: str = "info") -> None:
-        "Something worth telling the user; `level` is info or warn."
+    def after_epoch(self):
+        if not self.trained:
+            return
+        rec = self.learn.recorder
+        row = {"epoch": self.epoch + 1}
+        for name, v in zip(rec.metric_names[1:], rec.log[1:]):
+            if name != "time":
+                row[name] = None if v is None else float(v)
+        row["seconds"] = round(time.perf_counter() - self.t0, 3)
+        self.rows.append(row)
+        self.elapsed += row["seconds"]
+        self.folder.write_csv("metrics.csv", pd.DataFrame(self.rows))
+        self.save(self.epoch + 1)
+        self.reporter.epoch(row)

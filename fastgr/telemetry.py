@@ -1,86 +1,82 @@
 """Per-epoch statistics of the training batches, shown as columns of fastai's training table.
 
 fastai's `Recorder` builds the table from `learn.metrics`; a callback that mixes in `StatColumns` adds one
-`EpochStat` per statistic there for the length of a fit, and fills in `epoch_stats` at `after_train`, before
-the Recorder reads them. `FitMonitor` uses it to show how well training fits the given and the true labels.
+fastai `ValueMetric` per statistic there for the length of a fit, and fills in `epoch_stats` at `after_train`,
+before the Recorder reads them. `FitMonitor` uses it to show how well training fits the given and the true labels.
 """
 
 from __future__ import annotations
 
-import sys
+from functools import partial
 
 import torch
 from fastai.callback.core import Callback
-from fastai.learner import Metric
+from fastai.learner import ValueMetric
 
-__all__ = ["EpochStat", "StatColumns", "FitMonitor", "batch_indices", "training_table"]
+__all__ = ["StatColumns", "FitMonitor", "batch_indices", "is_fitting", "training_table"]
 
 
 def batch_indices(
-    dl,  # the DataLoader the batch came from
-    it: int,  # the batch's number within the epoch
-    bs: int,  # the batch's size
-) -> torch.Tensor:  # (bs,) int64 on the CPU; -1 where the indices cannot be known
-    """Dataset indices of the `it`-th batch of `dl`'s current epoch.
+    dl,  # the DataLoader the batch came from (`learn.dl`)
+    it: int,  # the batch's number within the epoch (`learn.iter`)
+    n: int,  # the batch's size
+) -> torch.Tensor:  # (n,) int64, on the loader's device for `TensorDL`; -1 where the indices cannot be known
+    """Dataset indices of the batch a training step is on: the one place GR's examples and `FitMonitor` get them.
 
-    fastai's `DataLoader` draws one index order per epoch and cuts it into consecutive batches (also with
-    workers); a loader of another kind may expose that order as `epoch_indices`.
-    """
-    order = getattr(dl, "epoch_indices", None)
-    if order is None:
-        order = getattr(dl, "_DataLoader__idxs", None)
-    full = getattr(dl, "bs", None) or bs
+    A loader that knows them exposes its last batch's indices as `batch_idx` (`fastgr.loader.TensorDL` does);
+    for fastai's own `DataLoader` they are its epoch order, cut into consecutive batches of `bs`."""
+    idx = getattr(dl, "batch_idx", None)
+    if isinstance(idx, torch.Tensor) and len(idx) == n:
+        return idx
+    # fastai keeps an epoch's order only in this private attribute; it has no public accessor
+    order = getattr(dl, "_DataLoader__idxs", None)
+    bs = getattr(dl, "bs", None) or n
     if isinstance(order, (list, tuple, torch.Tensor)):
-        chunk = order[it * full : it * full + bs]
-        if len(chunk) == bs:
-            return torch.as_tensor(chunk, dtype=torch.long).cpu()
-    return torch.full((bs,), -1, dtype=torch.long)
+        chunk = order[it * bs : it * bs + n]
+        if len(chunk) == n:
+            return torch.as_tensor(chunk, dtype=torch.long)
+    return torch.full((n,), -1, dtype=torch.long)
 
 
-def _fitting(learn) -> bool:
-    "Whether `Learner.fit` of `learn` is on the call stack (rather than `validate` or `get_preds`)."
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is learn:
-            return True
-        frame = frame.f_back
-    return False
+def is_fitting(
+    learn,  # a Learner, inside one of its events
+) -> bool:
+    """Whether the events come from `fit` rather than `validate` or `get_preds`, which fire `before_fit` too.
 
-
-class EpochStat(Metric):
-    "One column of the training table; its value is `owner.epoch_stats[key]` (None until computed)."
-
-    def __init__(self, owner: StatColumns, key: str):
-        self.owner, self.key = owner, key
-
-    @property
-    def name(self) -> str:
-        return self.key
-
-    @property
-    def value(self):
-        return self.owner.epoch_stats.get(self.key)
+    fastai's own test: its validation context turns the progress bar's `create_mbar` off, and `get_preds`
+    adds a `gather_preds` callback."""
+    return bool(getattr(learn, "create_mbar", True)) and not hasattr(learn, "gather_preds")
 
 
 class StatColumns:
-    "Mixin for a `Callback` with per-epoch statistics named in `columns`, computed into `epoch_stats`."
+    """Mixin for a `Callback` with per-epoch statistics named in `columns`, computed into `epoch_stats`.
+
+    Each column is a fastai `ValueMetric` in `learn.metrics` for the length of a fit, so the Recorder shows
+    and logs it like any metric; `validate` and `get_preds` keep the learner's own metrics only."""
 
     columns: tuple[str, ...] = ()
     epoch_stats: dict[str, float]
 
-    def add_columns(self, learn) -> None:
-        """Call in `before_fit`: fastai's Recorder (order 50) reads `learn.metrics` in its own `before_fit`.
+    def _stat(self, key: str):
+        return self.epoch_stats.get(key)
 
-        Only for a real `fit`: `validate` and `get_preds` fire `before_fit` too, and must return only the
-        learner's own metrics."""
+    def add_columns(self, learn) -> None:
+        "Call in `before_fit`: fastai's Recorder (order 50) reads `learn.metrics` in its own `before_fit`."
         self.epoch_stats = {}
-        keep = [m for m in learn.metrics if not (isinstance(m, EpochStat) and
-                                                 (m.owner is self or m.owner not in learn.cbs))]
-        learn.metrics = keep + ([EpochStat(self, k) for k in self.columns] if _fitting(learn) else [])
+        # a fit cut by an exception never reached `after_fit`: its columns, or those of a removed callback, go
+        keep = [m for m in learn.metrics if getattr(m, "stat_owner", None) is None or
+                (m.stat_owner is not self and m.stat_owner in learn.cbs)]
+        cols = []
+        if is_fitting(learn):
+            for k in self.columns:
+                col = ValueMetric(partial(self._stat, k), k)
+                col.stat_owner = self
+                cols.append(col)
+        learn.metrics = keep + cols
 
     def remove_columns(self, learn) -> None:
         "Call in `after_fit`: the learner's own metrics come back."
-        learn.metrics = [m for m in learn.metrics if not (isinstance(m, EpochStat) and m.owner is self)]
+        learn.metrics = [m for m in learn.metrics if getattr(m, "stat_owner", None) is not self]
 
 
 class FitMonitor(StatColumns, Callback):
@@ -114,9 +110,7 @@ class FitMonitor(StatColumns, Callback):
             return
         pred = self.learn.pred.detach().argmax(1)
         y = self.learn.yb[0]
-        idx = getattr(self.learn.dl, "batch_idx", None)
-        if idx is None or len(idx) != len(y):
-            idx = batch_indices(self.learn.dl, self.learn.iter, len(y))
+        idx = batch_indices(self.learn.dl, self.learn.iter, len(y))
         if self.true_labels.device != y.device:
             self.true_labels = self.true_labels.to(y.device)
         given, true = (pred == y).sum(), (pred == self.true_labels[idx.to(y.device)]).sum()

@@ -180,14 +180,15 @@ def test_exported_learner_loads_and_predicts_like_the_run(tmp_path, image_folder
     from fastai.learner import load_learner
 
     from fastgr.data import load_data
+    from fastgr.loader import ImageTensors
 
     out = tmp_path / "run"
     run("train", image_folder, *TINY, "--out", out)
     learn = load_learner(out / "learner.pkl")
     assert learn.dls.vocab == ["cat", "dog", "owl"]
     data = load_data(image_folder, img_size=8)
-    dl = learn.dls.train.new(shuffle=False, drop_last=False, augment="none")
-    dl.x, dl.y = data.valid_x, data.valid_y
+    dl = learn.dls.train.new(ImageTensors(data.valid_x, data.valid_y), shuffle=False, drop_last=False,
+                             augment="none")
     probs, y = learn.get_preds(dl=dl)
     acc = (probs.argmax(1) == y).float().mean().item()
     summary = json.loads((out / "summary.json").read_text())

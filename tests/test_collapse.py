@@ -165,7 +165,7 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
     """Digits with 40% noise and a grid whose second setting starves training (focus at p = 0, beta 1000: each
     batch is carried by its worst-fitted example, under noise mostly a wrong label): the tuner must pick the
     first. (Measured with 1 and 2 threads: held-out noisy accuracy about 0.48 against 0.10-0.13.)"""
-    from fastgr.experiment import TrainConfig, tune_run
+    from fastgr import TrainConfig, tune_run
 
     cfg = TrainConfig(data="digits", noise=0.4, epochs=4, img_size=8, tune_holdout=0.25, warmup=0.0)
     result = tune_run(cfg, tmp_path / "tune", grid=[(0.5, 8.0), (0.0, 1000.0)])
@@ -181,8 +181,10 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
 
 
 def test_the_warmup_comes_with_the_setting_unless_given():
-    from fastgr.experiment import TrainConfig, _gr_setting, _grid_setting
+    from fastgr.config import TrainConfig
+    from fastgr.config import gr_setting as _gr_setting
     from fastgr.presets import DEFAULT_WARMUP, PRESET_WARMUP
+    from fastgr.tuning import grid_setting as _grid_setting
 
     def resolved(**kw):
         s = _gr_setting(TrainConfig(**kw), 0.4, 10)
@@ -250,7 +252,7 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
 def test_interrupted_train_tune_resumes_inside_the_tuning(tmp_path, larger_folder):
     """`train --tune --resume` keeps the settings already tuned and continues the one it was cut in: the same
     tune table and the same final run as an uninterrupted one, without training a finished setting again."""
-    from fastgr.experiment import TrainConfig, train_run
+    from fastgr import TrainConfig, train_run
     from fastgr.presets import TUNE_GRID
 
     from .test_experiment import StopAfter

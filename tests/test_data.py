@@ -5,7 +5,8 @@ import pytest
 import timm
 import torch
 
-from fastgr.data import TensorDL, augment_batch, load_data, load_digits, load_folder
+from fastgr.data import load_data, load_digits, load_folder
+from fastgr.loader import ImageTensors, TensorDL, augment_batch
 from fastgr.models import create_model
 from tests.conftest import make_image_folder
 
@@ -55,16 +56,16 @@ def test_augment_batch_crops_within_the_padding_and_flips():
 def test_tensor_loader_order_depends_on_seed_and_epoch_only():
     x = torch.randint(0, 255, (50, 1, 8, 8), dtype=torch.uint8)
     y = torch.arange(50)
-    dl = TensorDL(x, y, bs=16, shuffle=True, drop_last=True, augment="crop", seed=3)
+    dl = TensorDL(ImageTensors(x, y), bs=16, shuffle=True, drop_last=True, augment="crop", seed=3)
     assert len(dl) == 3
     first = [yb.clone() for _, yb in dl]
     second = [yb.clone() for _, yb in dl]
     assert not torch.equal(torch.cat(first), torch.cat(second))  # a new order each epoch
-    dl2 = TensorDL(x, y, bs=16, shuffle=True, drop_last=True, augment="crop", seed=3)
+    dl2 = TensorDL(ImageTensors(x, y), bs=16, shuffle=True, drop_last=True, augment="crop", seed=3)
     dl2.epoch = 1
     assert torch.equal(torch.cat([yb for _, yb in dl2]), torch.cat(second))
     assert torch.equal(dl2.epoch_indices[:48], torch.cat(second))
-    plain = TensorDL(x, y, bs=16, mean=[0.5], std=[0.25])
+    plain = TensorDL(ImageTensors(x, y), bs=16, mean=[0.5], std=[0.25])
     xb, yb = next(iter(plain))
     assert torch.equal(yb, torch.arange(16))
     torch.testing.assert_close(xb, (x[:16].float() / 255 - 0.5) / 0.25)

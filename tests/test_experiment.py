@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fastgr.experiment import EpochLog, TrainConfig, train_run
-from fastgr.runs import Reporter
+from fastgr import Reporter, TrainConfig, train_run
+from fastgr.runs import RunLog
 
 
 class StopAfter(Reporter):
@@ -66,18 +66,18 @@ def test_cli_interrupt_exits_130_and_resume_finishes(tmp_path, image_folder, mon
     runner = CliRunner()
     assert runner.invoke(app, ["train", *args, "--out", str(tmp_path / "full")]).exit_code == 0
 
-    original = EpochLog.after_epoch
+    original = RunLog.after_epoch
 
     def ctrl_c_after_first(self):
         original(self)
         if self.trained and self.epoch == 0:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(EpochLog, "after_epoch", ctrl_c_after_first)
+    monkeypatch.setattr(RunLog, "after_epoch", ctrl_c_after_first)
     r = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "cut")])
     assert r.exit_code == 130 and "--resume" in r.stdout
     assert len(pd.read_csv(tmp_path / "cut" / "metrics.csv")) == 1
-    monkeypatch.setattr(EpochLog, "after_epoch", original)
+    monkeypatch.setattr(RunLog, "after_epoch", original)
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "cut"), "--resume"])
     assert r.exit_code == 0, r.output
     pd.testing.assert_frame_equal(strip_seconds(pd.read_csv(tmp_path / "cut" / "metrics.csv")),

@@ -1,0 +1,212 @@
+"""A run's settings: what the user asked for (`TrainConfig`) and what it resolved to (`RunSettings`).
+
+`TrainConfig` is checked when it is made; the CLI's options take their defaults and choices from it and from the
+constants here, so each default is written once. `RunSettings` is resolved once per run, from the config, the
+data and the labelling, and both go into the run folder's `config.json`. Light to import (no torch, no fastai):
+the command line reads it to build its options.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .noise import NOISE_TYPES
+from .presets import BUDGET_WARNING, DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS, WARMUP_MODES, Setting, paper_setting
+
+__all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "DEMO_NOISE", "resolve_device", "resolve_settings",
+           "versions"]
+
+LOSSES = ("gr", "ce")
+AUGMENTS = ("crop+flip", "crop", "none")  # pad-and-crop plus flip, the crop alone, nothing (`fastgr.loader`)
+DEMO_NOISE = 0.4  # digits is the offline demo: by default it trains on 40% symmetric noise
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    "Every setting of a training run, checked when made; `config.json` stores it beside what it resolved to."
+
+    data: str = "digits"  # digits, cifar10, cifar100, an image folder or a CSV of path,label[,is_valid]
+    arch: str = "cifar_resnet20"  # any timm model name; cifar_resnet20/32/44/56/110 included
+    pretrained: bool = False  # start from timm's pretrained weights
+    noise: float | None = None  # fraction of training labels to corrupt; None: 0.4 on digits, else 0
+    noise_type: str = "symmetric"  # symmetric, pairflip or asymmetric
+    labels: str | None = None  # a noisy-label CSV from `fastgr noise` to train on instead of drawing noise
+    loss: str = "gr"  # gr (gradient rescaling) or ce (plain cross-entropy, the baseline)
+    lam: float | None = None  # emphasis focus parameter; None: the preset's or the fixed default 0.5
+    beta: float | None = None  # emphasis spread parameter; None: the preset's or the fixed default 8
+    preset: bool = False  # lam and beta from the paper's table by noise rate and class count
+    epochs: int = 30  # training epochs (one-cycle schedule)
+    lr: float = 0.1  # peak learning rate of SGD (momentum 0.9)
+    bs: int = 128  # batch size
+    wd: float = 5e-4  # L2 weight decay
+    img_size: int | None = None  # image side; digits 16, CIFAR 32, folders: the first image's size
+    augment: str | None = None  # crop+flip, crop or none; digits none, others crop+flip
+    valid_pct: float = 0.2  # held-out fraction for a folder or CSV without its own split
+    classes: tuple[str, ...] | None = None  # class names in label order (folder or CSV)
+    seed: int = 0  # seed of the noise draw, the split, the initialisation and the batches
+    device: str | None = None  # cpu, cuda, cuda:1...; None: cuda when available
+    amp: bool | None = None  # bf16 mixed precision; None: on for CUDA
+    correct: bool = False  # then relabel the training set with the model and retrain from scratch
+    correct_threshold: float = 0.0  # relabel only where the model's confidence is at least this
+    eps: float = REFERENCE_EPS  # the reference layer's saturation of GR's direction; 0: the bare formula
+    warmup: float | None = None  # fraction of training over which GR takes over from CE; None: the setting's
+    warmup_mode: str = "blend"  # blend (a*G_GR + (1-a)*G_CE) or ramp (lam, beta from 0, 2)
+    tune: bool = False  # first pick lam and beta with `tune_run` on a held-out part of the noisy training set
+    tune_holdout: float = 0.2  # that held-out fraction
+
+    def __post_init__(self):
+        if self.classes is not None and not isinstance(self.classes, tuple):
+            object.__setattr__(self, "classes", tuple(self.classes))
+        self.validate()
+
+    def validate(self) -> None:
+        "Raise a `ValueError` naming the first bad setting."
+        for name in ("noise", "lam", "beta", "lr", "wd", "valid_pct", "correct_threshold", "eps", "warmup",
+                     "tune_holdout"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if self.noise is not None and not 0 <= self.noise < 1:
+            raise ValueError(f"noise rate must be in [0, 1), got {self.noise}")
+        for name, value, choices in (("noise type", self.noise_type, NOISE_TYPES), ("loss", self.loss, LOSSES),
+                                     ("warmup mode", self.warmup_mode, WARMUP_MODES)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if self.augment is not None and self.augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+        for name in ("epochs", "bs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.lr <= 0 or self.wd < 0:
+            raise ValueError("lr must be > 0 and wd >= 0")
+        if self.img_size is not None and self.img_size < 4:
+            raise ValueError("img_size must be >= 4")
+        if not 0 <= self.correct_threshold <= 1:
+            raise ValueError("correct_threshold must be in [0, 1]")
+        if self.warmup is not None and not 0 <= self.warmup <= 1:
+            raise ValueError(f"warmup must be a fraction of training in [0, 1], got {self.warmup}")
+        if not 0 < self.tune_holdout < 1:
+            raise ValueError(f"tune_holdout must be in (0, 1), got {self.tune_holdout}")
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        for name in ("lam", "beta"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        "From `config.json`'s `config`; keys of other versions are ignored."
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = list(self.classes) if self.classes is not None else None
+        return d
+
+    def replace(self, **changes) -> TrainConfig:
+        "A copy with some settings changed, checked again."
+        return replace(self, **changes)
+
+    @property
+    def demo(self) -> bool:
+        "The offline demo: digits with its own labels, corrupted by default."
+        return self.data == "digits" and self.labels is None
+
+    @property
+    def noise_rate(self) -> float:
+        "The fraction of labels to corrupt: the one given, else 0.4 for the demo and 0 for everything else."
+        return self.noise if self.noise is not None else (DEMO_NOISE if self.demo else 0.0)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    "What a run's config resolved to, once, for its data and labels: config.json's `resolved`."
+
+    device: str  # the training device
+    amp: bool  # bf16 mixed precision
+    noise: float  # the noise rate drawn (0 with a labels file)
+    augment: str  # the training augmentation
+    img_size: int  # the decoded images' side
+    lam: float | None  # GR's emphasis focus parameter; None for cross-entropy
+    beta: float | None  # GR's emphasis spread parameter
+    setting_source: str | None  # where lam and beta come from
+    warmup: float | None  # fraction of training over which GR takes over from CE
+    warmup_mode: str | None  # blend or ramp
+
+    @property
+    def gr(self) -> bool:
+        return self.lam is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str | None):
+    "The training device (a `torch.device`): `name`, or CUDA when available, else the CPU; unavailable: an error."
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} asked for, but CUDA is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device type {dev.type} is not supported; use cpu or cuda")
+    return dev
+
+
+def gr_setting(cfg: TrainConfig, noise_rate: float | None, n_classes: int) -> Setting | None:
+    "GR's (lam, beta, warm-up) for a config: given, the paper's preset, or the fixed default; None for CE."
+    if cfg.loss == "ce":
+        return None
+    base = paper_setting(noise_rate, n_classes) if cfg.preset else FIXED_DEFAULT
+    if cfg.lam is None and cfg.beta is None:
+        setting = base
+    elif cfg.lam is not None and cfg.beta is not None:
+        setting = Setting(cfg.lam, cfg.beta, "given", DEFAULT_WARMUP)
+    else:
+        lam = base.lam if cfg.lam is None else cfg.lam
+        beta = base.beta if cfg.beta is None else cfg.beta
+        setting = Setting(lam, beta, f"given + {base.source}", base.warmup)
+    return setting if cfg.warmup is None else setting._replace(warmup=cfg.warmup)
+
+
+def resolve_settings(
+    cfg: TrainConfig,  # the run's config
+    device,  # its resolved `torch.device`
+    data,  # its decoded data (`ImageData`)
+    setting: Setting | None,  # GR's setting (`gr_setting`, or tuned); None for cross-entropy
+) -> RunSettings:
+    "The settings a run trains with."
+    return RunSettings(
+        device=str(device), amp=bool(cfg.amp if cfg.amp is not None else device.type == "cuda") and
+        device.type == "cuda", noise=0.0 if cfg.labels else cfg.noise_rate, augment=cfg.augment or data.augment,
+        img_size=data.img_size, lam=setting.lam if setting else None, beta=setting.beta if setting else None,
+        setting_source=setting.source if setting else None, warmup=setting.warmup if setting else None,
+        warmup_mode=cfg.warmup_mode if setting else None)
+
+
+def preset_note(setting: Setting) -> str:
+    "What `--preset` tells the user: the setting, where it comes from, and that it was tuned for long schedules."
+    return (f"preset lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g} from {setting.source}: "
+            f"{BUDGET_WARNING}")
+
+
+def versions() -> dict[str, str]:
+    "The versions of what a run's numbers depend on, for config.json and the benchmarks."
+    import fastai
+    import timm
+    import torch
+
+    from . import __version__
+
+    return {"fastgr": __version__, "fastai": fastai.__version__, "torch": torch.__version__,
+            "timm": timm.__version__, "python": platform.python_version()}

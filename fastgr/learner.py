@@ -1,0 +1,109 @@
+"""`gr_learner`: the one place where a run's model, loss, optimiser, callbacks and mixed precision come together.
+
+The CLI, the tuner, label correction's retraining, the benchmarks and the notebooks all build their learners
+here, so a figure in BENCHMARKS.md and a `fastgr train` run use the same training recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import AvgMetric
+from fastai.optimizer import SGD
+from torch import nn
+
+from .callback import GRCallback
+from .config import LOSSES
+from .models import create_model
+from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
+from .telemetry import FitMonitor
+
+__all__ = ["gr_learner", "SeedEpoch", "test_acc", "predict_probs"]
+
+
+def test_acc(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "Accuracy on the held-out split (its labels are never corrupted)."
+    return (inp.argmax(dim=1) == targ).float().mean()
+
+
+class SeedEpoch(Callback):
+    """Training epoch `e` draws the batches of `(seed, e)` from a loader with `set_epoch` (`TensorDL`), as
+    `DistributedSampler.set_epoch` does: a fit resumed at epoch `e` sees what the uninterrupted one saw."""
+
+    order = -5  # after fastai's TrainEvalCallback (-10) has set the epoch's state, before the batches
+
+    def before_train(self):
+        if hasattr(self.learn.dl, "set_epoch"):
+            self.learn.dl.set_epoch(self.epoch)
+
+
+def gr_learner(
+    dls,  # fastai DataLoaders of images and integer labels (`make_dataloaders`, or any of your own)
+    arch: str | nn.Module,  # a timm model name (`fastgr models`) or a model whose output is the logits
+    loss: str = "gr",  # gr (gradient rescaling) or ce (plain cross-entropy, the baseline)
+    lam: float = FIXED_DEFAULT.lam,  # GR's emphasis focus parameter
+    beta: float = FIXED_DEFAULT.beta,  # GR's emphasis spread parameter
+    warmup: float = DEFAULT_WARMUP,  # fraction of training over which GR takes over from cross-entropy
+    warmup_mode: str = "blend",  # blend or ramp (docs/design.md, "emphasis warm-up")
+    eps: float = REFERENCE_EPS,  # the reference layer's saturation of GR's direction; 0: the bare formula
+    n_out: int | None = None,  # classes; `len(dls.vocab)` if None
+    in_chans: int | None = None,  # input channels; those of one training batch if None
+    pretrained: bool = False,  # start from timm's pretrained weights
+    lr: float = 0.1,  # the default peak learning rate of `fit_one_cycle`
+    wd: float = 5e-4,  # L2 weight decay (SGD, momentum 0.9, not on batch-norm and bias parameters)
+    moms: tuple[float, float, float] = (0.9, 0.9, 0.9),  # `fit_one_cycle`'s momentum schedule: constant 0.9
+    amp: bool = False,  # bf16 mixed precision (fastai's `MixedPrecision`); needs CUDA
+    true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: adds fit columns
+    record_examples: bool = False,  # GR keeps (index, label, p, weight) of the last epoch's examples
+    metrics=None,  # fastai metrics; `test_acc` (accuracy on the held-out split) if None
+    cbs: list[Callback] | None = None,  # more callbacks
+) -> Learner:
+    """A fastai `Learner` that trains as `fastgr train` does: SGD with momentum 0.9 and L2 weight decay,
+    cross-entropy as the logged loss, GR's gradient (its `GRCallback`, `learn.gr`; none with `loss="ce"`),
+    channels-last and bf16 on CUDA, per-epoch columns of GR's telemetry and, given `true_labels`, of the fit of
+    the given and the true labels. `learn.fit_one_cycle(epochs)` is then the command's schedule."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    device = torch.device(getattr(dls, "device", None) or "cpu")
+    if amp and device.type != "cuda":
+        raise ValueError("amp (bf16 mixed precision) needs a CUDA device")
+    if isinstance(arch, str):
+        n_out = n_out if n_out is not None else len(dls.vocab)
+        if in_chans is None:
+            x = dls.train.x if hasattr(dls.train, "x") else dls.one_batch()[0]
+            in_chans = int(x.shape[1])
+        model = create_model(arch, n_out, in_chans, pretrained)
+    else:
+        model = arch
+    if device.type == "cuda":
+        model = model.to(device, memory_format=torch.channels_last)
+    callbacks = [SeedEpoch()]
+    if true_labels is not None:
+        callbacks.append(FitMonitor(torch.as_tensor(true_labels)))
+    if loss == "gr":
+        callbacks.append(GRCallback(lam, beta, record_examples=record_examples, eps=eps, warmup=warmup,
+                                    warmup_mode=warmup_mode))
+    if amp:
+        callbacks.append(MixedPrecision(amp_mode="bf16"))
+    return Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=partial(SGD, mom=0.9, decouple_wd=False),
+                   lr=lr, metrics=metrics if metrics is not None else [AvgMetric(test_acc)], wd=wd, moms=moms,
+                   wd_bn_bias=False, cbs=callbacks + list(cbs or []))
+
+
+def predict_probs(
+    learn: Learner,  # a trained learner
+    dl=None,  # the loader to predict; the training set without shuffling or augmentation if None
+) -> torch.Tensor:  # (N, C) float32 class probabilities, in dataset order
+    "Class probabilities of every example of `dl`, as the model sees them at test time."
+    if dl is None:
+        dl = learn.dls.train.new(shuffle=False, drop_last=False, augment="none")
+    with learn.no_bar(), learn.no_logging():
+        probs, _ = learn.get_preds(dl=dl)
+    return probs.float()

@@ -1,0 +1,141 @@
+"""One training phase from scratch into one folder: the run itself, a tuning setting, or the retraining after
+label correction. `train_phase` resumes an interrupted phase and returns a `PhaseResult`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.torch_core import set_seed
+
+from .callback import EmphasisCollapseWarning, GRCallback
+from .config import RunSettings, TrainConfig
+from .data import ImageData
+from .learner import gr_learner, predict_probs
+from .loader import make_dataloaders
+from .noise import NoisyLabels
+from .runs import Reporter, RunFolder, RunLog
+from .telemetry import FitMonitor
+
+__all__ = ["PhaseResult", "train_phase"]
+
+# result.json's keys: what a finished phase tells the run (and a resumed run reads back)
+RESULT_KEYS = ("test_accuracy_final", "test_accuracy_best", "train_accuracy_given", "train_accuracy_true", "epochs",
+               "ess_final", "ess_min", "emphasis_collapse_epochs", "seconds")
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    "What a training phase produced; `probs` and `examples` only when it trained in this session."
+
+    test_accuracy_final: float | None  # held-out accuracy after the last epoch
+    test_accuracy_best: float | None  # the best epoch's (needs clean held-out labels: for reference)
+    train_accuracy_given: float  # the trained model's accuracy on the labels it trained on
+    train_accuracy_true: float | None  # ... on the true labels, where known
+    epochs: int  # epochs trained
+    ess_final: float | None  # GR's effective sample size in the last epoch
+    ess_min: float | None  # ... its smallest epoch mean
+    emphasis_collapse_epochs: int  # epochs in an emphasis collapse
+    seconds: float  # training seconds, over every session of a resumed phase
+    probs: torch.Tensor | None = field(default=None, repr=False)  # (N, C) training-set probabilities
+    examples: pd.DataFrame | None = field(default=None, repr=False)  # GR's last-epoch examples, with the truth
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in RESULT_KEYS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PhaseResult:
+        return cls(**{k: d[k] for k in RESULT_KEYS})
+
+
+def train_phase(
+    folder: RunFolder,  # where the phase's files go
+    cfg: TrainConfig,  # the run's config (model, schedule, seed)
+    settings: RunSettings,  # what it resolved to (device, GR's setting)
+    data: ImageData,  # the decoded data
+    labels: NoisyLabels,  # the labels to train on (`given`) and the truth
+    truth_known: bool,  # whether `labels.true` is the truth
+    reporter: Reporter,  # told of progress
+    name: str,  # the phase's name for the reporter
+    light: bool = False,  # a tuning run: no exported learner, examples or plots
+    resume: bool = False,  # go on from the folder's checkpoint, or read its finished result
+) -> PhaseResult:
+    "Train from scratch (or from the folder's checkpoint) and write the phase's files; `result.json` comes last."
+    if resume and folder.has("result.json"):
+        folder.remove("checkpoint.pth")  # a kill between the two left it
+        return PhaseResult.from_dict(folder.read("result.json"))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    device = torch.device(settings.device)
+    dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, settings.augment,
+                           channels_last=device.type == "cuda")
+    log = RunLog(folder, reporter)
+    gr = dict(loss="gr", lam=settings.lam, beta=settings.beta, warmup=settings.warmup,
+              warmup_mode=settings.warmup_mode) if settings.gr else dict(loss="ce")
+    learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, lr=cfg.lr, wd=cfg.wd,
+                       amp=settings.amp, true_labels=labels.true, record_examples=not light, cbs=[log])
+    start = log.restore(learn) if resume else 0
+    reporter.phase(name, cfg.epochs, start)
+    if start < cfg.epochs:
+        with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EmphasisCollapseWarning)
+            warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
+            learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start)
+        for w in caught:  # the reporter (the CLI: in red) and then Python's own warning machinery
+            if issubclass(w.category, EmphasisCollapseWarning):
+                reporter.note(str(w.message), "error")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return _finish(folder, learn, log, labels, truth_known, light, settings)
+
+
+def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_known: bool, light: bool,
+            settings: RunSettings) -> PhaseResult:
+    t0 = time.perf_counter()
+    probs = predict_probs(learn)
+    pred = probs.argmax(1).numpy()
+    rows = log.rows
+    accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
+    ess = [r["gr_ess"] for r in rows if r.get("gr_ess") is not None]
+    gr = next((cb for cb in learn.cbs if isinstance(cb, GRCallback)), None)
+    examples = None
+    if gr is not None and gr.examples is not None:
+        ex = gr.examples
+        idx = ex["idx"].to_numpy()
+        ex = ex[idx >= 0]
+        idx = idx[idx >= 0]
+        examples = ex.assign(true=labels.true[idx], flipped=labels.flipped[idx].astype(int))
+    if not light:
+        if examples is not None:
+            folder.write_csv("examples.csv", examples)
+        if gr is not None:
+            gr.examples = None  # in examples.csv; not part of the model file
+        folder.export(learn, drop=(RunLog, FitMonitor))
+        _plots(folder, rows, examples, settings, truth_known)
+    log.elapsed += time.perf_counter() - t0
+    result = PhaseResult(
+        test_accuracy_final=accs[-1] if accs else None, test_accuracy_best=max(accs) if accs else None,
+        train_accuracy_given=float((pred == labels.given).mean()),
+        train_accuracy_true=float((pred == labels.true).mean()) if truth_known else None,
+        epochs=len(rows), ess_final=ess[-1] if ess else None, ess_min=min(ess) if ess else None,
+        emphasis_collapse_epochs=len(gr.collapsed_epochs) if gr is not None else 0,
+        seconds=round(log.elapsed, 2), probs=probs, examples=examples)
+    folder.write("result.json", result.to_dict())
+    folder.remove("checkpoint.pth")  # the phase is done: learner.pkl (or result.json) replaces it
+    return result
+
+
+def _plots(folder: RunFolder, rows: list[dict], examples: pd.DataFrame | None, settings: RunSettings,
+           truth_known: bool) -> None:
+    from .plots import plot_learning_curves, plot_weight_vs_p, plot_weights_flipped_clean
+
+    folder.save_figure("curves.png", plot_learning_curves(pd.DataFrame(rows)))
+    if examples is not None and len(examples):
+        folder.save_figure("weights_vs_p.png", plot_weight_vs_p(examples, settings.lam))
+        if truth_known and np.any(examples["flipped"]):
+            folder.save_figure("weights_flipped_clean.png", plot_weights_flipped_clean(examples))

@@ -1,0 +1,125 @@
+"""Picking GR's (lam, beta, warm-up) on held-out *noisy* training labels: `tune_run`, `fastgr tune`.
+
+Each setting of a small grid trains on the rest of the training set for the final run's epochs; the best accuracy
+on the held-out part's given labels wins. No clean label is used. docs/design.md ("Tuning") says why and what
+it measured.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunSettings, TrainConfig, resolve_device
+from .data import ImageData, load_data, stratified_split
+from .models import check_arch
+from .noise import NoisyLabels, training_labels
+from .presets import DEFAULT_WARMUP, TUNE_GRID
+from .runs import Reporter, RunFolder
+from .training import train_phase
+
+__all__ = ["tune_run", "tune", "grid_setting", "check_grid"]
+
+
+def grid_setting(
+    g: tuple[float, ...],  # (lam, beta) or (lam, beta, warmup)
+    warmup: float | None,  # a warm-up that overrides the setting's own; None keeps it
+) -> tuple[float, float, float]:  # (lam, beta, warmup)
+    "One setting of a tuning grid, its warm-up resolved: a setting without one starts GR at once."
+    if len(g) not in (2, 3):
+        raise ValueError(f"a tuning grid setting is (lam, beta) or (lam, beta, warmup), got {g}")
+    own = float(g[2]) if len(g) == 3 else DEFAULT_WARMUP
+    return float(g[0]), float(g[1]), own if warmup is None else float(warmup)
+
+
+def check_grid(
+    grid,  # settings (lam, beta[, warmup]) to try
+    warmup: float | None,  # the warm-up that overrides the settings' own
+) -> list[tuple[float, float, float]]:
+    "The whole grid resolved and checked before the first setting trains: one bad setting fails at once."
+    from .gradient import check_settings
+
+    out = [grid_setting(g, warmup) for g in grid]
+    if not out:
+        raise ValueError("the tuning grid is empty")
+    for lam, beta, w in out:
+        check_settings(lam, beta)
+        if not 0 <= w <= 1:
+            raise ValueError(f"a tuning grid's warm-up is a fraction of training in [0, 1], got {w}")
+    return out
+
+
+def tune(
+    folder: RunFolder,  # where tune.csv, tune.json and one sub-folder per setting go
+    cfg: TrainConfig,  # the run to tune for
+    data: ImageData,  # its data
+    noisy: NoisyLabels,  # its labels (the held-out part keeps its given labels)
+    truth_known: bool,  # whether `noisy.true` is the truth
+    grid: list[tuple[float, float, float]],  # the resolved settings (`check_grid`)
+    reporter: Reporter,  # told of progress
+    resume: bool = False,  # a resumed `train --tune`: finished settings are read, the cut one goes on
+) -> dict[str, Any]:  # {"lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
+    "Train every setting of `grid` on the rest of the training set; the best held-out noisy accuracy wins."
+    if resume and folder.has("tune.json"):
+        return folder.read("tune.json")
+    held = stratified_split(noisy.given, cfg.tune_holdout, cfg.seed)
+    keep = ~held
+    # the held-out part keeps its *given* labels: tuning never sees clean labels
+    sub = ImageData(f"{data.name} (tuning split)", data.classes, data.train_x[keep], data.train_y[keep],
+                    data.train_x[held], torch.as_tensor(noisy.given[held]),
+                    [it for it, k in zip(data.train_items, keep) if k],
+                    [it for it, h in zip(data.train_items, held) if h], data.augment, data.labels_trusted)
+    sub_noisy = NoisyLabels(noisy.given[keep], noisy.true[keep], noisy.noise_type, noisy.rate, noisy.seed)
+    device = resolve_device(cfg.device)
+    rows = []
+    for i, (lam, beta, warmup) in enumerate(grid):
+        c = cfg.replace(lam=lam, beta=beta, loss="gr", preset=False, correct=False, tune=False)
+        settings = RunSettings(device=str(device), amp=bool(cfg.amp if cfg.amp is not None else device.type == "cuda")
+                               and device.type == "cuda", noise=cfg.noise_rate, augment=cfg.augment or data.augment,
+                               img_size=data.img_size, lam=lam, beta=beta, setting_source="tuning grid",
+                               warmup=warmup, warmup_mode=cfg.warmup_mode)
+        r = train_phase(folder.sub(f"tune/{i:02d}"), c, settings, sub, sub_noisy, truth_known, reporter,
+                        f"tune {i + 1}/{len(grid)}: lam {lam:g}, beta {beta:g}, warm-up {warmup:g}", light=True,
+                        resume=resume)
+        rows.append({"lam": lam, "beta": beta, "warmup": warmup,
+                     "holdout_acc_noisy": r.test_accuracy_final, "holdout_acc_noisy_best": r.test_accuracy_best,
+                     "ess_final": r.ess_final, "emphasis_collapse_epochs": r.emphasis_collapse_epochs,
+                     "seconds": r.seconds})
+    best = max(rows, key=lambda r: r["holdout_acc_noisy"])  # the first of equals
+    result = {"lam": best["lam"], "beta": best["beta"], "warmup": best["warmup"], "holdout": cfg.tune_holdout,
+              "n_holdout": int(held.sum()), "table": rows}
+    import pandas as pd
+
+    folder.write_csv("tune.csv", pd.DataFrame(rows))
+    folder.write("tune.json", result)
+    return result
+
+
+def tune_run(
+    cfg: TrainConfig,  # the run to tune: data, labels, model and epoch budget; its lam and beta are ignored
+    out: str | Path | None = None,  # a folder for tune.csv and the tuning runs; a temporary one if None
+    grid: list[tuple[float, ...]] | None = None,  # (lam, beta) or (lam, beta, warmup) to try; TUNE_GRID if None
+    reporter: Reporter | None = None,  # receives progress
+    overwrite: bool = False,  # replace an earlier tuning in `out`
+) -> dict[str, Any]:  # {"lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
+    """Pick GR's (lam, beta) and warm-up on held-out *noisy* training labels: each setting of `grid` trains on
+    the rest of the training set for the same epochs as the final run; the best held-out accuracy wins.
+    A setting without a warm-up of its own gets `cfg.warmup`, or none; a `cfg.warmup` that is set applies to all."""
+    reporter = reporter or Reporter()
+    settings = check_grid(grid or TUNE_GRID, cfg.warmup)
+    resolve_device(cfg.device)
+    check_arch(cfg.arch, cfg.pretrained)
+    folder = RunFolder(out) if out is not None else None
+    if folder is not None:
+        folder.check(overwrite, resume=False)
+    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes)
+    noisy, truth_known = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
+    if folder is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return tune(RunFolder(tmp), cfg, data, noisy, truth_known, settings, reporter)
+    with folder.open(overwrite):
+        return tune(folder, cfg, data, noisy, truth_known, settings, reporter)
+
