@@ -3,7 +3,7 @@
     uv run python bench/eps_ablation.py [--out bench/results/eps_ablation.json]
 
 `eps` (default 1e-6, the `+ 1e-6` of the authors' layer `(p - y) / (2 - 2p + 1e-6)`) lets a fitted example stop
-pushing its logits; `eps=0` is the bare formula of DESIGN.md. Every run is `fastgr train` with the CLI's defaults
+pushing its logits; `eps=0` is the bare formula of docs/design.md. Every run is `fastgr train` with the CLI's defaults
 otherwise (digits, cifar_resnet20 at 16x16, 30 epochs, lam 0.5, beta 8), warm-up off so that only `eps` differs.
 """
 

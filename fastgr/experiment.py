@@ -59,9 +59,9 @@ def train_run(
     grid = check_grid(TUNE_GRID, cfg.warmup) if tuning else None
 
     with folder.open(overwrite=overwrite and not resume):
-        config = {"config": cfg.to_dict(), "resolved": None, "versions": versions(),
-                  "command": saved.get("command", sys.argv) if saved else sys.argv, "data": _data_facts(data,
-                                                                                                      truth_known)}
+        command = saved.get("command", sys.argv) if saved else sys.argv  # a resumed run keeps its first command
+        config = {"config": cfg.to_dict(), "resolved": None, "versions": versions(), "command": command,
+                  "data": _data_facts(data, truth_known)}
         if saved is None:  # written first: a `--tune` run cut while tuning resumes from it
             folder.write("config.json", config)
         if data.skipped:
@@ -76,23 +76,23 @@ def train_run(
             reporter.note(preset_note(setting), "warn")
         if cfg.amp and device.type != "cuda":
             reporter.note("--amp needs CUDA; training in float32 on the CPU", "warn")
-        settings = resolve_settings(cfg, device, data, setting)
+        resolved = resolve_settings(cfg, device, data, setting)
         if saved is None or saved.get("resolved") is None:
-            folder.write("config.json", {**config, "resolved": settings.to_dict()})
+            folder.write("config.json", {**config, "resolved": resolved.to_dict()})
         save_labels(folder / "labels.csv", noisy, data.classes, data.train_items)
 
-        result = train_phase(folder, cfg, settings, data, noisy, truth_known, reporter, "train", resume=resume)
+        result = train_phase(folder, cfg, resolved, data, noisy, truth_known, reporter, "train", resume=resume)
         summary: dict[str, Any] = {
             **{k: getattr(result, k) for k in _FROM_RESULT},
             "noise_rate_realised": noisy.realised_rate if truth_known else None,
             "truth_known": truth_known,
-            "loss": cfg.loss, "lam": settings.lam, "beta": settings.beta, "warmup": settings.warmup,
+            "loss": cfg.loss, "lam": resolved.lam, "beta": resolved.beta, "warmup": resolved.warmup,
             "ess_final": result.ess_final, "ess_min": result.ess_min,
             "emphasis_collapse_epochs": result.emphasis_collapse_epochs,
             "skipped_files": len(data.skipped),
         }
         if cfg.correct:
-            summary.update(_correct_and_retrain(folder, result, cfg, settings, data, noisy, truth_known, reporter,
+            summary.update(_correct_and_retrain(folder, result, cfg, resolved, data, noisy, truth_known, reporter,
                                                 resume))
         # the training work of every session and phase (a resumed run adds up its parts)
         summary["seconds"] = round(folder.training_seconds(), 2)
@@ -106,12 +106,13 @@ def _data_facts(data: ImageData, truth_known: bool) -> dict[str, Any]:
             "truth_known": truth_known}
 
 
-def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfig, settings: RunSettings,
+def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfig, resolved: RunSettings,
                          data: ImageData, noisy: NoisyLabels, truth_known: bool, reporter: Reporter,
                          resume: bool) -> dict[str, Any]:
     "The paper's Table 9 protocol: relabel where the model disagrees, retrain from scratch with the same settings."
-    probs = result.probs if result.probs is not None else predict_with_learner(folder / "learner.pkl", data,
-                                                                               settings.device)
+    probs = result.probs
+    if probs is None:  # the phase finished in an earlier session: its exported model predicts again
+        probs = predict_with_learner(folder / "learner.pkl", data, resolved.device)
     corrected = relabel(probs, noisy.given, cfg.correct_threshold)
     report = correction_report(noisy.given, corrected, noisy.true if truth_known else None, probs.argmax(1).numpy())
     folder.write("correction.json", report)
@@ -119,7 +120,7 @@ def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfi
     reporter.note(f"relabelled {report['relabelled']} of {report['n']} training labels "
                   f"({report['relabelled_fraction']:.1%}); retraining from scratch")
     retrain_labels = NoisyLabels(corrected, noisy.true, "corrected", noisy.rate, noisy.seed)
-    after = train_phase(folder.sub("retrain"), cfg, settings, data, retrain_labels, truth_known, reporter, "retrain",
+    after = train_phase(folder.sub("retrain"), cfg, resolved, data, retrain_labels, truth_known, reporter, "retrain",
                         resume=resume)
     return {
         "relabelled_fraction": report["relabelled_fraction"],

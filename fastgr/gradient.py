@@ -13,9 +13,9 @@ between devices or synchronises with the host on an accelerator.
 
 `eps` is the authors' reference layer's `(p - y) / (2 - 2p + eps)`: the unit direction is scaled by
 `r_i = 2(1 - p_i) / (2(1 - p_i) + eps)`, which is 1 until an example is fitted to `1 - p_i ~ eps` and then
-falls to 0. With `eps = 0` (the bare formula) a batch whose examples are all fitted still gets a unit push, the
-logits grow without bound and training diverges (measured: GR on clean digits, 0.36 test accuracy at eps 0,
-0.99 at eps 1e-6); see the README, "Numerics".
+falls to 0. With `eps = 0` (the bare formula) a batch whose examples are all fitted still gets a unit push and
+the logits grow without bound: docs/design.md ("the reference layer's saturation") and BENCHMARKS.md ("The
+reference layer's eps") have the measurement.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def gr_gradient(
     normalize: str = "sum",  # "sum": divide by the batch's total weight; "mean": divide by the batch size
     eps: float = REFERENCE_EPS,  # the reference layer's saturation; 0 for the bare formula
 ) -> Tensor:  # (B, C, *) like `logits`, in their dtype
-    """GR's gradient `G` w.r.t. the logits: `G_i = w_i * r_i * u_i / norm` (DESIGN.md, "The gradient").
+    """GR's gradient `G` w.r.t. the logits: `G_i = w_i * r_i * u_i / norm` (docs/design.md, "The gradient").
 
     With `transform="identity", normalize="mean", eps=0` it equals the mean-reduced gradient of cross-entropy
     (beta=2, lam=0), of MAE `2 * (1 - p_y)` (beta=4, lam=1) and of GCE `(1 - p_y**q) / q` (beta=2, lam=q);

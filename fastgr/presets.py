@@ -1,4 +1,6 @@
-"""The (lam, beta) settings the paper reports, looked up by noise rate and class count (DESIGN.md).
+"""The (lam, beta) settings the paper reports, looked up by noise rate and class count.
+
+The table, its sources and what the paper does not say are in docs/design.md ("Settings the paper reports").
 
 They come from long schedules (30k iterations over 50k images). On a short budget a large emphasis spread can
 leave a few examples carrying every batch and starve training; `BUDGET_WARNING` says so wherever a preset is

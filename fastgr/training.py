@@ -57,7 +57,7 @@ class PhaseResult:
 def train_phase(
     folder: RunFolder,  # where the phase's files go
     cfg: TrainConfig,  # the run's config (model, schedule, seed)
-    settings: RunSettings,  # what it resolved to (device, GR's setting)
+    resolved: RunSettings,  # what it resolved to (device, GR's setting)
     data: ImageData,  # the decoded data
     labels: NoisyLabels,  # the labels to train on (`given`) and the truth
     truth_known: bool,  # whether `labels.true` is the truth
@@ -72,14 +72,14 @@ def train_phase(
         return PhaseResult.from_dict(folder.read("result.json"))
     folder.path.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
-    device = torch.device(settings.device)
-    dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, settings.augment,
+    device = torch.device(resolved.device)
+    dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, resolved.augment,
                            channels_last=device.type == "cuda")
     log = RunLog(folder, reporter)
-    gr = dict(loss="gr", lam=settings.lam, beta=settings.beta, warmup=settings.warmup,
-              warmup_mode=settings.warmup_mode) if settings.gr else dict(loss="ce")
+    gr = dict(loss="gr", lam=resolved.lam, beta=resolved.beta, warmup=resolved.warmup,
+              warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss="ce")
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, lr=cfg.lr, wd=cfg.wd,
-                       amp=settings.amp, true_labels=labels.true, record_examples=not light, cbs=[log])
+                       amp=resolved.amp, true_labels=labels.true, record_examples=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
     reporter.phase(name, cfg.epochs, start)
     if start < cfg.epochs:
@@ -91,11 +91,11 @@ def train_phase(
             if issubclass(w.category, EmphasisCollapseWarning):
                 reporter.note(str(w.message), "error")
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return _finish(folder, learn, log, labels, truth_known, light, settings)
+    return _finish(folder, learn, log, labels, truth_known, light, resolved)
 
 
 def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_known: bool, light: bool,
-            settings: RunSettings) -> PhaseResult:
+            resolved: RunSettings) -> PhaseResult:
     t0 = time.perf_counter()
     probs = predict_probs(learn)
     pred = probs.argmax(1).numpy()
@@ -116,7 +116,7 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
         if gr is not None:
             gr.examples = None  # in examples.csv; not part of the model file
         folder.export(learn, drop=(RunLog, FitMonitor))
-        _plots(folder, rows, examples, settings, truth_known)
+        _plots(folder, rows, examples, resolved, truth_known)
     log.elapsed += time.perf_counter() - t0
     result = PhaseResult(
         test_accuracy_final=accs[-1] if accs else None, test_accuracy_best=max(accs) if accs else None,
@@ -130,12 +130,12 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
     return result
 
 
-def _plots(folder: RunFolder, rows: list[dict], examples: pd.DataFrame | None, settings: RunSettings,
+def _plots(folder: RunFolder, rows: list[dict], examples: pd.DataFrame | None, resolved: RunSettings,
            truth_known: bool) -> None:
     from .plots import plot_learning_curves, plot_weight_vs_p, plot_weights_flipped_clean
 
     folder.save_figure("curves.png", plot_learning_curves(pd.DataFrame(rows)))
     if examples is not None and len(examples):
-        folder.save_figure("weights_vs_p.png", plot_weight_vs_p(examples, settings.lam))
+        folder.save_figure("weights_vs_p.png", plot_weight_vs_p(examples, resolved.lam))
         if truth_known and np.any(examples["flipped"]):
             folder.save_figure("weights_flipped_clean.png", plot_weights_flipped_clean(examples))

@@ -77,11 +77,11 @@ def tune(
     rows = []
     for i, (lam, beta, warmup) in enumerate(grid):
         c = cfg.replace(lam=lam, beta=beta, loss="gr", preset=False, correct=False, tune=False)
-        settings = RunSettings(device=str(device), amp=bool(cfg.amp if cfg.amp is not None else device.type == "cuda")
+        resolved = RunSettings(device=str(device), amp=bool(cfg.amp if cfg.amp is not None else device.type == "cuda")
                                and device.type == "cuda", noise=cfg.noise_rate, augment=cfg.augment or data.augment,
                                img_size=data.img_size, lam=lam, beta=beta, setting_source="tuning grid",
                                warmup=warmup, warmup_mode=cfg.warmup_mode)
-        r = train_phase(folder.sub(f"tune/{i:02d}"), c, settings, sub, sub_noisy, truth_known, reporter,
+        r = train_phase(folder.sub(f"tune/{i:02d}"), c, resolved, sub, sub_noisy, truth_known, reporter,
                         f"tune {i + 1}/{len(grid)}: lam {lam:g}, beta {beta:g}, warm-up {warmup:g}", light=True,
                         resume=resume)
         rows.append({"lam": lam, "beta": beta, "warmup": warmup,
@@ -109,7 +109,7 @@ def tune_run(
     the rest of the training set for the same epochs as the final run; the best held-out accuracy wins.
     A setting without a warm-up of its own gets `cfg.warmup`, or none; a `cfg.warmup` that is set applies to all."""
     reporter = reporter or Reporter()
-    settings = check_grid(grid or TUNE_GRID, cfg.warmup)
+    settings = check_grid(grid or TUNE_GRID, cfg.warmup)  # every setting checked before the first trains
     resolve_device(cfg.device)
     check_arch(cfg.arch, cfg.pretrained)
     folder = RunFolder(out) if out is not None else None

@@ -98,3 +98,15 @@ def test_train_config_is_checked_when_made():
     with pytest.raises(ValueError, match="noise rate must be in"):
         TrainConfig().replace(noise=1.5)
     assert TrainConfig(classes=["a", "b"]).classes == ("a", "b")
+
+
+def test_validate_and_get_preds_keep_the_learners_own_metrics(dls):
+    "The per-epoch columns belong to fit only: fastai's state, not the call stack, tells (telemetry.is_fitting)."
+    learn = gr_learner(dls, "cifar_resnet20", true_labels=dls.train.y)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(1)
+        assert {"gr_ess", "train_acc_given"} <= set(learn.recorder.metric_names)
+        assert len(learn.validate()) == 2  # valid loss, test_acc
+        probs, _ = learn.get_preds()
+    assert probs.shape == (len(dls.valid.y), 10)
+    assert [m.name for m in learn.metrics] == ["test_acc"]
