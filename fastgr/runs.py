@@ -2,10 +2,10 @@
 
 `RunFolder` owns a run's files (docs/design.md, "The run folder"): `config.json`, `metrics.csv`, `labels.csv`,
 `checkpoint.pth`, `result.json`, `examples.csv`, plots, `learner.pkl`, `summary.json`, and the sub-folders of a
-tuning (`tune/NN`) and of a retraining (`retrain/`). `RunLog` is the fastai callback that writes a phase's rows
-and checkpoints into it. Nothing in a folder is touched before every input has been checked; one process at a
-time holds its lock; every file is replaced atomically, so a kill at any moment leaves a folder that `--resume`
-finishes to the same files.
+tuning (`tune/NN`) and of a retraining (`retrain/`); `fastgr.training.RunLog` is the fastai callback that writes a
+phase's rows and checkpoints through it. Nothing in a folder is touched before every input has been checked; one
+process at a time holds its lock; every file is replaced atomically, so a kill at any moment leaves a folder that
+`--resume` finishes to the same files.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from fastai.callback.core import Callback
-from fastai.torch_core import get_random_states, set_random_states
 
 from .files import TMP_SUFFIX, atomic_path, read_json, write_json, write_text
 from .report import Reporter
 
-__all__ = ["RunFolder", "RunLog", "Reporter", "RunExistsError", "RunLockedError", "OWNED_FILES", "LOCK_NAME"]
+__all__ = ["RunFolder", "Reporter", "RunExistsError", "RunLockedError", "OWNED_FILES", "LOCK_NAME"]
 
 LOCK_NAME = ".fastgr.lock"
 # what `--overwrite` removes: every file a run (or `fastgr correct` on it) writes; other files stay
@@ -240,86 +238,3 @@ class RunFolder:
     def remove_tree(self) -> None:
         "This (sub-)folder and everything in it; for a tuning's scratch folder."
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _stateful(cb) -> bool:
-    # on the class: a fastai Callback answers unknown attributes from its Learner
-    return callable(getattr(type(cb), "state_dict", None)) and callable(getattr(type(cb), "load_state_dict", None))
-
-
-class RunLog(Callback):
-    """Writes a fit's epochs into a `RunFolder`: a row of metrics.csv and a checkpoint after every training epoch.
-
-    Owns the rows; `state` restores a checkpoint (model, optimiser, random states, the rows, and every callback's
-    `state_dict`), after which `fit_one_cycle(..., start_epoch=epoch)` goes on as the uninterrupted fit would."""
-
-    order = 70  # after the Recorder (50) has the epoch's values
-
-    def __init__(
-        self,
-        folder: RunFolder,  # where metrics.csv and checkpoint.pth go
-        reporter: Reporter | None = None,  # told of every batch and epoch
-    ):
-        self.folder, self.reporter = folder, reporter or Reporter()
-        self.rows: list[dict] = []
-        self.elapsed = 0.0  # seconds of training, over every session of a resumed run
-        self._smooth_loss: tuple | None = None
-
-    # -- checkpoints --------------------------------------------------------------------------------
-    def save(self, epoch: int) -> None:
-        learn = self.learn
-        sl = learn.recorder.smooth_loss
-        cbs = {type(cb).__name__: cb.state_dict() for cb in learn.cbs if _stateful(cb)}
-        self.folder.save_checkpoint({
-            "epoch": epoch, "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
-            "rng": get_random_states(), "rows": self.rows, "elapsed": self.elapsed,
-            "smooth_loss": (sl.val, sl.count), "callbacks": cbs})
-
-    def restore(self, learn) -> int:
-        "Load the folder's checkpoint into `learn`, if there is one; the epoch to start from."
-        state = self.folder.load_checkpoint()
-        if state is None:
-            return 0
-        learn.model.load_state_dict(state["model"])
-        learn.create_opt()
-        learn.opt.load_state_dict(state["opt"])
-        set_random_states(**state["rng"])
-        self.rows, self.elapsed = list(state["rows"]), float(state["elapsed"])
-        self._smooth_loss = state["smooth_loss"]
-        for cb in learn.cbs:
-            if _stateful(cb) and type(cb).__name__ in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][type(cb).__name__])
-        return int(state["epoch"])
-
-    # -- fastai events ------------------------------------------------------------------------------
-    def before_fit(self):
-        # the logged train_loss is a moving average over batches: a resumed run continues it
-        if self._smooth_loss is not None:
-            sl = self.learn.recorder.smooth_loss
-            sl.val, sl.count = self._smooth_loss
-
-    def before_epoch(self):
-        self.trained = False
-        self.t0 = time.perf_counter()
-
-    def before_train(self):
-        self.trained = True  # fastai's SkipToEpoch cancels skipped epochs before this
-
-    def after_batch(self):
-        if self.training:
-            self.reporter.batch(self.iter + 1, self.n_iter)
-
-    def after_epoch(self):
-        if not self.trained:
-            return
-        rec = self.learn.recorder
-        row = {"epoch": self.epoch + 1}
-        for name, v in zip(rec.metric_names[1:], rec.log[1:]):
-            if name != "time":
-                row[name] = None if v is None else float(v)
-        row["seconds"] = round(time.perf_counter() - self.t0, 3)
-        self.rows.append(row)
-        self.elapsed += row["seconds"]
-        self.folder.write_csv("metrics.csv", pd.DataFrame(self.rows))
-        self.save(self.epoch + 1)
-        self.reporter.epoch(row)

@@ -1,5 +1,6 @@
 """One training phase from scratch into one folder: the run itself, a tuning setting, or the retraining after
-label correction. `train_phase` resumes an interrupted phase and returns a `PhaseResult`.
+label correction. `train_phase` resumes an interrupted phase and returns a `PhaseResult`; `RunLog`, its fastai
+callback, writes each epoch's row and checkpoint into the phase's `RunFolder`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from fastai.torch_core import set_seed
+from fastai.callback.core import Callback
+from fastai.torch_core import get_random_states, set_random_states, set_seed
 
 from .callback import EmphasisCollapseWarning, GRCallback
 from .config import RunSettings, TrainConfig
@@ -20,14 +22,98 @@ from .data import ImageData
 from .learner import gr_learner, predict_probs
 from .loader import make_dataloaders
 from .noise import NoisyLabels
-from .runs import Reporter, RunFolder, RunLog
+from .report import Reporter
+from .runs import RunFolder
 from .telemetry import FitMonitor
 
-__all__ = ["PhaseResult", "train_phase"]
+__all__ = ["PhaseResult", "RunLog", "train_phase"]
 
 # result.json's keys: what a finished phase tells the run (and a resumed run reads back)
 RESULT_KEYS = ("test_accuracy_final", "test_accuracy_best", "train_accuracy_given", "train_accuracy_true", "epochs",
                "ess_final", "ess_min", "emphasis_collapse_epochs", "seconds")
+
+
+def _stateful(cb) -> bool:
+    # on the class: a fastai Callback answers unknown attributes from its Learner
+    return callable(getattr(type(cb), "state_dict", None)) and callable(getattr(type(cb), "load_state_dict", None))
+
+
+class RunLog(Callback):
+    """Writes a fit's epochs into a `RunFolder`: a row of metrics.csv and a checkpoint after every training epoch.
+
+    Owns the rows; `state` restores a checkpoint (model, optimiser, random states, the rows, and every callback's
+    `state_dict`), after which `fit_one_cycle(..., start_epoch=epoch)` goes on as the uninterrupted fit would."""
+
+    order = 70  # after the Recorder (50) has the epoch's values
+
+    def __init__(
+        self,
+        folder: RunFolder,  # where metrics.csv and checkpoint.pth go
+        reporter: Reporter | None = None,  # told of every batch and epoch
+    ):
+        self.folder, self.reporter = folder, reporter or Reporter()
+        self.rows: list[dict] = []
+        self.elapsed = 0.0  # seconds of training, over every session of a resumed run
+        self._smooth_loss: tuple | None = None
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save(self, epoch: int) -> None:
+        learn = self.learn
+        sl = learn.recorder.smooth_loss
+        cbs = {type(cb).__name__: cb.state_dict() for cb in learn.cbs if _stateful(cb)}
+        self.folder.save_checkpoint({
+            "epoch": epoch, "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
+            "rng": get_random_states(), "rows": self.rows, "elapsed": self.elapsed,
+            "smooth_loss": (sl.val, sl.count), "callbacks": cbs})
+
+    def restore(self, learn) -> int:
+        "Load the folder's checkpoint into `learn`, if there is one; the epoch to start from."
+        state = self.folder.load_checkpoint()
+        if state is None:
+            return 0
+        learn.model.load_state_dict(state["model"])
+        learn.create_opt()
+        learn.opt.load_state_dict(state["opt"])
+        set_random_states(**state["rng"])
+        self.rows, self.elapsed = list(state["rows"]), float(state["elapsed"])
+        self._smooth_loss = state["smooth_loss"]
+        for cb in learn.cbs:
+            if _stateful(cb) and type(cb).__name__ in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        return int(state["epoch"])
+
+    # -- fastai events ------------------------------------------------------------------------------
+    def before_fit(self):
+        # the logged train_loss is a moving average over batches: a resumed run continues it
+        if self._smooth_loss is not None:
+            sl = self.learn.recorder.smooth_loss
+            sl.val, sl.count = self._smooth_loss
+
+    def before_epoch(self):
+        self.trained = False
+        self.t0 = time.perf_counter()
+
+    def before_train(self):
+        self.trained = True  # fastai's SkipToEpoch cancels skipped epochs before this
+
+    def after_batch(self):
+        if self.training:
+            self.reporter.batch(self.iter + 1, self.n_iter)
+
+    def after_epoch(self):
+        if not self.trained:
+            return
+        rec = self.learn.recorder
+        row = {"epoch": self.epoch + 1}
+        for name, v in zip(rec.metric_names[1:], rec.log[1:]):
+            if name != "time":
+                row[name] = None if v is None else float(v)
+        row["seconds"] = round(time.perf_counter() - self.t0, 3)
+        self.rows.append(row)
+        self.elapsed += row["seconds"]
+        self.folder.write_csv("metrics.csv", pd.DataFrame(self.rows))
+        self.save(self.epoch + 1)
+        self.reporter.epoch(row)
 
 
 @dataclass(frozen=True)

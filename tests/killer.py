@@ -17,7 +17,8 @@ def main(point: str, out: str, config: str) -> None:
     import torch
 
     from fastgr import TrainConfig, train_run
-    from fastgr.runs import RunFolder, RunLog
+    from fastgr.runs import RunFolder
+    from fastgr.training import RunLog
 
     cfg = TrainConfig(**json.loads(config))
     write, save, export = RunFolder.write, RunLog.save, RunFolder.export

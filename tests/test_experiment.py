@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastgr import Reporter, TrainConfig, train_run
-from fastgr.runs import RunLog
+from fastgr.training import RunLog
 
 
 class StopAfter(Reporter):
