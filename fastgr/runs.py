@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -234,7 +233,3 @@ class RunFolder:
         parts = [self.path / "result.json", *sorted(self.path.glob("tune/*/result.json")),
                  self.path / "retrain" / "result.json"]
         return sum(read_json(p)["seconds"] for p in parts if p.exists())
-
-    def remove_tree(self) -> None:
-        "This (sub-)folder and everything in it; for a tuning's scratch folder."
-        shutil.rmtree(self.path, ignore_errors=True)
