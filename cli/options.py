@@ -6,6 +6,7 @@ cannot drift apart; `build_config` turns a command's parameters, named after `Tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,13 @@ Loss = choices("Loss", LOSSES)
 NoiseType = choices("NoiseType", NOISE_TYPES)
 Augment = choices("Augment", AUGMENTS)
 WarmupMode = choices("WarmupMode", WARMUP_MODES)
+
+
+def finite(value: float | None) -> float | None:
+    "A number option must be a finite number: inf and nan are usage errors."
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
 
 
 def noise_rate(value: float | None) -> float | None:
@@ -63,36 +71,37 @@ Noise = Annotated[float, typer.Option(
 NoiseTypeOpt = Annotated[NoiseType, typer.Option("--noise-type", help="How labels are corrupted.")]
 Labels = Annotated[Path, typer.Option("--labels", help="Train on a labelling from `fastgr noise` instead.")]
 LossOpt = Annotated[Loss, typer.Option("--loss", help="gr (gradient rescaling) or ce (the baseline).")]
-Lam = Annotated[float, typer.Option("--lam", min=0, show_default=False,
+Lam = Annotated[float, typer.Option("--lam", min=0, callback=finite, show_default=False,
                                     help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}, or the "
                                          "preset's]")]
-Beta = Annotated[float, typer.Option("--beta", min=0, show_default=False,
+Beta = Annotated[float, typer.Option("--beta", min=0, callback=finite, show_default=False,
                                      help=f"Emphasis spread parameter. \\[default: {FIXED_DEFAULT.beta:g}, or the "
                                           "preset's]")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (one-cycle schedule).")]
-Lr = Annotated[float, typer.Option("--lr", min=0, help="Peak learning rate (SGD, momentum 0.9).")]
+Lr = Annotated[float, typer.Option("--lr", min=0, callback=finite,
+                                   help="Peak learning rate of SGD (momentum 0.9): a finite number > 0.")]
 Bs = Annotated[int, typer.Option("--bs", min=1, help="Batch size.")]
-Wd = Annotated[float, typer.Option("--wd", min=0, help="L2 weight decay.")]
+Wd = Annotated[float, typer.Option("--wd", min=0, callback=finite, help="L2 weight decay.")]
 ImgSize = Annotated[int, typer.Option(
     "--img-size", min=4, show_default=False,
     help="Image side. \\[default: digits 16, CIFAR 32, folders the first image's]")]
 AugmentOpt = Annotated[Augment, typer.Option(
     "--augment", show_default=False, help="Training augmentation. \\[default: none on digits, else crop+flip]")]
 ValidPct = Annotated[float, typer.Option(
-    "--valid-pct", min=0, max=1, help="Held-out fraction of a folder or CSV without its own split.")]
+    "--valid-pct", min=0, max=1, callback=finite, help="Held-out fraction of a folder or CSV without its own split.")]
 Classes = Annotated[str, typer.Option("--classes", help="Comma-separated class list of a folder or CSV.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the noise, the split, the initialisation and batches.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1... \\[default: cuda when available]")]
 Amp = Annotated[bool, typer.Option("--amp/--no-amp", show_default=False,
                                    help="bf16 mixed precision. \\[default: on with CUDA]")]
 Warmup = Annotated[float, typer.Option(
-    "--warmup", min=0, max=1, show_default=False,
+    "--warmup", min=0, max=1, callback=finite, show_default=False,
     help=f"Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: "
          f"{PRESET_WARMUP:g} for the paper's presets, {FIXED_DEFAULT.warmup:g} for lam {FIXED_DEFAULT.lam:g} / beta "
          f"{FIXED_DEFAULT.beta:g} or a lam and beta you give]")]
 WarmupModeOpt = Annotated[WarmupMode, typer.Option(
     "--warmup-mode", help="blend: a*GR + (1-a)*CE gradients; ramp: lam, beta from (0, 2) up.")]
 Eps = Annotated[float, typer.Option(
-    "--eps", min=0, help="The reference layer's saturation of GR's direction; 0: the bare formula.")]
+    "--eps", min=0, callback=finite, help="The reference layer's saturation of GR's direction; 0: the bare formula.")]
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Replace the run in an existing --out folder (files that are not fastgr's stay).")]

@@ -7,7 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from fastgr.presets import FIXED_DEFAULT
+
 from .base import command, console, new_file
+from .options import finite
 
 
 def _bar(fraction: float, width: int = 36) -> str:
@@ -18,8 +21,10 @@ def _bar(fraction: float, width: int = 36) -> str:
 
 @command(epilog="Example: fastgr weights --lam 1 --beta 16 --plot weights.png")
 def weights(
-    lam: float = typer.Option(0.5, "--lam", min=0, help="Emphasis focus parameter (>= 0)."),
-    beta: float = typer.Option(8.0, "--beta", min=0, help="Emphasis spread parameter (>= 0)."),
+    lam: float = typer.Option(FIXED_DEFAULT.lam, "--lam", min=0, callback=finite,
+                              help="Emphasis focus parameter (>= 0)."),
+    beta: float = typer.Option(FIXED_DEFAULT.beta, "--beta", min=0, callback=finite,
+                               help="Emphasis spread parameter (>= 0)."),
     transform: str = typer.Option("exp", "--transform", help="exp (GR) or identity."),
     steps: int = typer.Option(21, "--steps", min=2, max=1001, help="Points of p shown in the table."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write the curve as a PNG here."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import pandas as pd
@@ -12,7 +13,7 @@ from fastai.callback.training import GradientAccumulation
 
 from .gradient import REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
 from .presets import WARMUP_MODES
-from .telemetry import StatColumns, batch_indices
+from .telemetry import StatColumns, batch_indices, is_fitting
 
 __all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE", "FIT_COLLAPSE", "COLLAPSE_STEPS",
            "is_starved", "collapsed_epochs"]
@@ -57,6 +58,29 @@ def _distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _check_loss(loss) -> None:
+    """GR replaces the gradient of the learner's loss with its own: refuse a loss whose own terms would silently
+    have no effect, warn about a loss it does not know. Plain cross-entropy (fastai's or torch's) passes."""
+    from fastai.losses import CrossEntropyLossFlat, FocalLoss, LabelSmoothingCrossEntropy
+    from torch import nn
+
+    f = getattr(loss, "func", loss)  # fastai's flattened losses wrap a torch one
+    name = loss.__name__ if isinstance(loss, types.FunctionType) else type(loss).__name__
+    why = None
+    if isinstance(f, FocalLoss) or "focal" in name.lower():
+        why = "its focal term re-weights examples, and GR's gradient has weights of its own"
+    elif isinstance(f, LabelSmoothingCrossEntropy) or getattr(f, "label_smoothing", 0) or getattr(f, "eps", 0):
+        why = "label smoothing trains on soft targets, and GR is defined for integer labels"
+    elif getattr(f, "weight", None) is not None:
+        why = "its class weights would be ignored: GR's gradient has example weights of its own"
+    if why:
+        raise ValueError(f"GRCallback cannot train with {name}: {why}; use CrossEntropyLossFlat() (the logged loss)")
+    if not isinstance(loss, CrossEntropyLossFlat) and not isinstance(f, nn.CrossEntropyLoss) and \
+            f is not torch.nn.functional.cross_entropy:
+        warnings.warn(f"GRCallback replaces the gradient of {name} with GR's own; {name} is still the loss that is "
+                      "logged", UserWarning, stacklevel=3)
 
 
 class EmphasisCollapseWarning(UserWarning):
@@ -114,8 +138,10 @@ class GRCallback(StatColumns, Callback):
 
     # -- events -------------------------------------------------------------------------------------
     def before_fit(self):
-        if sum(isinstance(cb, GRCallback) for cb in self.learn.cbs) > 1:
-            raise ValueError("a Learner takes one GRCallback; two would each replace the other's gradient")
+        if is_fitting(self.learn):  # not again for every validate or get_preds
+            if sum(isinstance(cb, GRCallback) for cb in self.learn.cbs) > 1:
+                raise ValueError("a Learner takes one GRCallback; two would each replace the other's gradient")
+            _check_loss(self.learn.loss_func)
         mixers = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, MixHandler)]
         if mixers:
             raise ValueError(

@@ -5,6 +5,7 @@ callback, writes each epoch's row and checkpoint into the phase's `RunFolder`.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +27,11 @@ from .report import Reporter
 from .runs import RunFolder
 from .telemetry import FitMonitor
 
-__all__ = ["PhaseResult", "RunLog", "train_phase"]
+__all__ = ["PhaseResult", "RunLog", "TrainingDiverged", "train_phase"]
+
+
+class TrainingDiverged(RuntimeError):
+    "The loss became NaN or infinite: the run stops at that epoch, its last finite checkpoint kept."
 
 # result.json's keys: what a finished phase tells the run (and a resumed run reads back)
 RESULT_KEYS = ("test_accuracy_final", "test_accuracy_best", "train_accuracy_given", "train_accuracy_true", "epochs",
@@ -109,6 +114,10 @@ class RunLog(Callback):
             if name != "time":
                 row[name] = None if v is None else float(v)
         row["seconds"] = round(time.perf_counter() - self.t0, 3)
+        losses = [row.get(k) for k in ("train_loss", "valid_loss")]
+        if any(v is None or not math.isfinite(v) for v in losses):  # read once an epoch: no sync in the steps
+            raise TrainingDiverged(f"training diverged at epoch {row['epoch']} (loss {losses[0]}): lower --lr; "
+                                   f"the last finite epoch is kept in {self.folder.path}")
         self.rows.append(row)
         self.elapsed += row["seconds"]
         self.folder.write_csv("metrics.csv", pd.DataFrame(self.rows))

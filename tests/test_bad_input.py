@@ -2,8 +2,10 @@
 
 import json
 import math
+import warnings
 
 import pytest
+import torch
 from fastgr.cli import app
 from typer.testing import CliRunner
 
@@ -41,3 +43,54 @@ def test_correct_without_the_runs_labels_refuses_to_guess(tmp_path, image_folder
     r = runner.invoke(app, ["correct", str(out)])
     assert r.exit_code == 1 and "labels.csv is missing" in r.stderr and "labels it trained on are unknown" in r.stderr
     assert not (out / "labels_corrected.csv").exists()
+
+
+@pytest.mark.parametrize("opt", [["--lr", "inf"], ["--lr", "nan"], ["--wd", "inf"], ["--beta", "inf"],
+                                 ["--warmup", "nan"], ["--eps", "nan"]])
+def test_non_finite_settings_are_usage_errors(opt, tmp_path):
+    r = runner.invoke(app, ["train", *opt, "--out", str(tmp_path / "r")])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"Invalid value for '{opt[0]}'" in text, r.output
+    if opt[1] == "inf" and opt[0] != "--warmup":
+        assert "must be a finite number, got inf" in text
+    assert not (tmp_path / "r").exists()
+    assert runner.invoke(app, ["weights", "--beta", "nan"]).exit_code == 2
+
+
+def test_a_diverged_run_stops_with_one_line_and_keeps_no_nan(tmp_path, image_folder):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(image_folder), "--lr", "1e30", "--epochs", "3", "--img-size", "8",
+                            "--bs", "16", "--out", str(out)])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert "training diverged at epoch 1" in lines[0] and "lower --lr" in lines[0]
+    assert not (out / "summary.json").exists() and not (out / "checkpoint.pth").exists()  # no finite epoch
+    for f in out.rglob("*.json"):
+        text = f.read_text()
+        assert "NaN" not in text and "Infinity" not in text, f
+
+
+def test_gr_refuses_losses_whose_terms_it_would_drop_and_warns_about_unknown_ones():
+    from fastai.losses import CrossEntropyLossFlat, FocalLossFlat, LabelSmoothingCrossEntropyFlat
+    from torch import nn
+
+    x, y = linear_problem()
+    refused = {
+        "label smoothing trains on soft targets": LabelSmoothingCrossEntropyFlat(),
+        "its class weights would be ignored": CrossEntropyLossFlat(weight=torch.ones(4)),
+        "its focal term re-weights examples": FocalLossFlat(),
+        "label smoothing": nn.CrossEntropyLoss(label_smoothing=0.1),
+    }
+    for why, loss in refused.items():
+        with pytest.raises(ValueError, match=f"GRCallback cannot train with {type(loss).__name__}: {why}"):
+            fit(make_learner(x, y, bs=8, cbs=[GRCallback()], loss_func=loss))
+    for fine in (CrossEntropyLossFlat(), nn.CrossEntropyLoss(), torch.nn.functional.cross_entropy):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fit(make_learner(x, y, bs=8, cbs=[GRCallback()], loss_func=fine))
+
+    def my_loss(pred, targ):
+        return torch.nn.functional.cross_entropy(pred, targ) * 2
+
+    with pytest.warns(UserWarning, match="GRCallback replaces the gradient of my_loss with GR's own"):
+        fit(make_learner(x, y, bs=8, cbs=[GRCallback()], loss_func=my_loss))
