@@ -134,6 +134,26 @@ def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndar
     return mask
 
 
+# PIL's modes of more than 8 bits per pixel: `convert` clips them to 255 instead of scaling
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_mode(im, mode: str):
+    """A PIL image in `mode` ("L" or "RGB"), every mode PIL reads decoded faithfully: 16-bit and 32-bit integer
+    images scaled from 0-65535 to 0-255, alpha (LA, RGBA, PA, a palette's transparency) dropped as PIL's
+    `convert` drops it, palette and CMYK images converted. A float image ("F") has no agreed range: refused."""
+    from PIL import Image
+
+    if im.mode == "F":
+        raise ValueError("32-bit float images have no agreed pixel range; convert them to 8 or 16 bits")
+    if im.mode in _WIDE_MODES:
+        a = np.asarray(im).astype(np.float64) / 257.0
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    elif im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
+    return im if im.mode == mode else im.convert(mode)
+
+
 def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
     "Decode and resize images in threads; a file that fails gives None and its reason."
     from PIL import Image
@@ -143,7 +163,7 @@ def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[n
     def one(p: Path):
         try:
             with Image.open(p) as im:
-                im = im.convert(mode)
+                im = to_mode(im, mode)
                 if im.size != (img_size, img_size):
                     im = im.resize((img_size, img_size), Image.BILINEAR)
                 a = np.asarray(im, dtype=np.uint8)
@@ -174,8 +194,8 @@ def decode_images(
             it = Image.fromarray(np.ascontiguousarray(it.squeeze(-1) if it.ndim == 3 and it.shape[-1] == 1 else it))
         if not isinstance(it, Image.Image):
             with Image.open(it) as im:
-                it = im.convert(mode)
-        im = it.convert(mode)
+                it = to_mode(im, mode)
+        im = to_mode(it, mode)
         if im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
@@ -190,7 +210,7 @@ def _first_size(paths: Sequence[Path]) -> tuple[int, int]:
     for p in paths[:50]:
         try:
             with Image.open(p) as im:
-                return min(max(im.size), 224), (1 if im.mode in ("L", "1", "I;16", "I") else 3)
+                return min(max(im.size), 224), (1 if im.mode in ("L", "1", "LA", *_WIDE_MODES) else 3)
         except Exception:  # noqa: BLE001
             continue
     return 32, 3

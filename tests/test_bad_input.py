@@ -94,3 +94,38 @@ def test_gr_refuses_losses_whose_terms_it_would_drop_and_warns_about_unknown_one
 
     with pytest.warns(UserWarning, match="GRCallback replaces the gradient of my_loss with GR's own"):
         fit(make_learner(x, y, bs=8, cbs=[GRCallback()], loss_func=my_loss))
+
+
+def test_every_pil_mode_decodes_faithfully(tmp_path):
+    "16-bit PNGs used to come out all white (PIL's convert clips); palette, alpha and CMYK images as PIL reads them."
+    import numpy as np
+    from PIL import Image
+
+    from fastgr.data import load_csv
+
+    rows = []
+    value16 = 40000  # 40000 / 257 = 155.6 -> 156 in 8 bits
+    make = {
+        "gray16.png": lambda: Image.fromarray(np.full((6, 6), value16, np.uint16)),
+        "gray.png": lambda: Image.fromarray(np.full((6, 6), 156, np.uint8), "L"),
+        "rgba.png": lambda: Image.fromarray(np.dstack([np.full((6, 6), 156, np.uint8)] * 3 +
+                                                      [np.full((6, 6), 7, np.uint8)]), "RGBA"),
+        "palette.png": lambda: Image.fromarray(np.full((6, 6), 156, np.uint8), "L").convert("P"),
+        "cmyk.jpg": lambda: Image.fromarray(np.full((6, 6, 3), 156, np.uint8), "RGB").convert("CMYK"),
+    }
+    for i, (name, fn) in enumerate(make.items()):
+        fn().save(tmp_path / name)
+        rows.append((name, "a" if i % 2 else "b"))
+    (tmp_path / "float.tif").write_bytes(b"")
+    Image.fromarray(np.full((6, 6), 0.5, np.float32), "F").save(tmp_path / "float.tif")
+    rows.append(("float.tif", "a"))
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["path", "label"]).assign(is_valid=[0, 0, 0, 0, 1, 1]).to_csv(tmp_path / "d.csv",
+                                                                                          index=False)
+    data = load_csv(tmp_path / "d.csv", img_size=6)
+    assert data.channels == 1  # the first image decides: 16-bit grayscale, so every image is decoded to L
+    x = torch.cat([data.train_x, data.valid_x])
+    assert int(x.min()) >= 155 and int(x.max()) <= 157, x.float().mean((1, 2, 3))
+    assert [p for p, _ in data.skipped] == [str(tmp_path / "float.tif")]
+    assert "float images have no agreed pixel range" in data.skipped[0][1]
