@@ -49,6 +49,31 @@ def class_list(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",")] if classes else None
 
 
+def given_options(ctx: typer.Context, names) -> list[str]:
+    "The options among `names` that the user typed (not left at their defaults), as `--flag` spellings."
+    out = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "COMMANDLINE":
+            out.append("--" + name.replace("_", "-"))
+    return out
+
+
+def refuse_ignored(ctx: typer.Context, params: dict[str, Any]) -> str | None:
+    """Options that would be silently ignored: with `--labels`, a usage error naming them; with `--resume`, the
+    warning to show (the run goes on with its own config.json, which is what a user resuming wants)."""
+    if params.get("labels") is not None:
+        drop = given_options(ctx, ("noise", "noise_type"))
+        if drop:
+            raise typer.BadParameter(f"--labels brings its own noisy labels; drop {', '.join(drop)}", ctx=ctx)
+    if params.get("resume"):
+        drop = given_options(ctx, [n for n in params if n not in ("out", "resume", "ctx")])
+        if drop:
+            return (f"--resume continues the run with the settings in its config.json; ignored: {', '.join(drop)} "
+                    "(start a new run with --overwrite to change them)")
+    return None
+
+
 def build_config(params: dict[str, Any], **changes) -> TrainConfig:
     "A checked `TrainConfig` from a command's parameters (those named after its fields) and `changes`."
     names = {f.name for f in fields(TrainConfig)}

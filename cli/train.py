@@ -39,6 +39,7 @@ from .options import (
     WarmupModeOpt,
     Wd,
     build_config,
+    refuse_ignored,
 )
 from .render import RichReporter, summary_table
 
@@ -56,6 +57,7 @@ EPILOG = """Examples:
 
 @command(epilog=EPILOG)
 def train(
+    ctx: typer.Context,
     data: Data = DEFAULTS.data,
     arch: Arch = DEFAULTS.arch,
     pretrained: Pretrained = DEFAULTS.pretrained,
@@ -92,7 +94,9 @@ def train(
     overwrite: Overwrite = False,
 ):
     """Train a classifier on noisy labels with GR (or plain cross-entropy) and write a run folder."""
-    cfg = build_config(locals())
+    params = dict(locals())
+    ignored = refuse_ignored(ctx, params)
+    cfg = build_config(params)
     from fastgr.experiment import train_run
 
     if resume and out is None:
@@ -104,6 +108,8 @@ def train(
         out = Path("runs") / f"{name}-{cfg.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
     reporter = RichReporter()
     console.print(f"run folder: [bold]{out}[/]")
+    if ignored:
+        reporter.note(ignored, "warn")
     try:
         summary = train_run(cfg, out, overwrite=overwrite, resume=resume, reporter=reporter)
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@ from .options import (
     WarmupModeOpt,
     Wd,
     build_config,
+    refuse_ignored,
 )
 from .render import RichReporter, fmt
 
@@ -60,6 +61,7 @@ GRID_DEFAULT = " ".join(",".join(f"{v:g}" for v in setting) for setting in TUNE_
 @command(epilog="Example: fastgr tune digits --noise 0.4 --epochs 30 --grid '0.5,8 1,16'\n\n"
                 "fastgr train --tune runs the same search first, then trains with the winner.")
 def tune(
+    ctx: typer.Context,
     data: Data = DEFAULTS.data,
     grid: str = typer.Option(GRID_DEFAULT, "--grid", callback=parse_grid,
                              help="lam,beta or lam,beta,warmup settings to try, separated by spaces; "
@@ -89,7 +91,9 @@ def tune(
     overwrite: Overwrite = False,
 ):
     """Try a grid of (lam, beta, warm-up) under the final run's epoch budget; score each on held-out noisy labels."""
-    cfg = build_config(locals())
+    params = dict(locals())
+    refuse_ignored(ctx, params)
+    cfg = build_config(params)
     from fastgr.tuning import tune_run
 
     reporter = RichReporter()

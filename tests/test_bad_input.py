@@ -2,8 +2,10 @@
 
 import json
 import math
+import re
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 from fastgr.cli import app
@@ -129,3 +131,31 @@ def test_every_pil_mode_decodes_faithfully(tmp_path):
     assert int(x.min()) >= 155 and int(x.max()) <= 157, x.float().mean((1, 2, 3))
     assert [p for p, _ in data.skipped] == [str(tmp_path / "float.tif")]
     assert "float images have no agreed pixel range" in data.skipped[0][1]
+
+
+def flat(output: str) -> str:
+    "Click's usage error without rich's box: one line of words."
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def test_options_that_would_be_ignored_are_usage_errors(tmp_path, image_folder):
+    labels = tmp_path / "labels.csv"
+    assert runner.invoke(app, ["noise", str(image_folder), "--rate", "0.3", "--out", str(labels)]).exit_code == 0
+    for cmd in ("train", "tune"):
+        r = runner.invoke(app, [cmd, str(image_folder), "--labels", str(labels), "--noise", "0.1", "--noise-type",
+                                "pairflip", "--out", str(tmp_path / cmd)])
+        assert r.exit_code == 2, r.output
+        assert "--labels brings its own noisy labels; drop --noise, --noise-type" in flat(r.output)
+        assert not (tmp_path / cmd).exists()
+    out = tmp_path / "run"
+    args = [str(image_folder), "--epochs", "1", "--img-size", "8", "--bs", "16"]
+    assert runner.invoke(app, ["train", *args, "--labels", str(labels), "--out", str(out)]).exit_code == 0
+    assert json.loads((out / "config.json").read_text())["resolved"]["noise"] == 0.0  # what was used
+    (out / "summary.json").unlink()  # as if cut short
+    before = (out / "config.json").read_text()
+    r = runner.invoke(app, ["train", "--out", str(out), "--resume", "--lr", "0.5", "--epochs", "9"])
+    assert r.exit_code == 0, r.output
+    assert "--resume continues the run with the settings in its config.json; ignored: --epochs, --lr" in \
+        flat(r.stdout)
+    assert (out / "config.json").read_text() == before  # config.json records what was used
+    assert len(pd.read_csv(out / "metrics.csv")) == 1
