@@ -10,13 +10,15 @@ from .base import command, console
 
 @command(epilog="Examples: fastgr models  |  fastgr models 'resnet*'  |  fastgr models 'convnext*' --pretrained")
 def models(
-    pattern: str = typer.Argument(None, help="Shell-style filter, e.g. 'cifar_*' or '*resnet*'.",
+    pattern: str = typer.Argument(None, help="Shell-style filter, e.g. 'cifar_*'; a bare name matches as a substring.",
                                   show_default=False),
     pretrained: bool = typer.Option(False, "--pretrained", help="Only models with pretrained weights in timm."),
 ):
     """List the backbones: He et al.'s CIFAR ResNets and every timm model."""
     from fastgr.models import list_backbones
 
+    if pattern and not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"  # a bare name matches as a substring: `fastgr models resnet`
     rows = list_backbones(pattern or "*")
     if pretrained:
         rows = [r for r in rows if r[1]]
@@ -28,6 +30,9 @@ def models(
     for name, has in shown:
         table.add_row(name, "yes (download)" if has else "no")
     console.print(table)
+    if pattern and not rows:
+        console.print(f"no backbone matches {pattern!r}; `fastgr models` lists the CIFAR ResNets and how many timm "
+                      "models there are")
     if not pattern:
         console.print(f"shown: the CIFAR ResNets; {len(rows) - len(shown)} more timm models: "
                       "fastgr models 'PATTERN' (e.g. 'resnet*')")

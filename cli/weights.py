@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -35,17 +36,29 @@ def weights(
 
     from fastgr import check_settings, emphasis_focus, emphasis_spread, weight_curve
 
-    check_settings(lam, beta, transform, "sum")
+    lam, beta, _ = check_settings(lam, beta, transform, "sum")
     if plot is not None:
         new_file(plot, overwrite)
     p = torch.linspace(0, 1, steps, dtype=torch.float64)
-    w = weight_curve(p, lam, beta, transform)
-    dense = weight_curve(torch.linspace(0, 1, 1001, dtype=torch.float64), lam, beta, transform)
+    # the exponent beta * p**lam * (1 - p); GR's weight is its exp, which overflows even float64 past beta ~2800:
+    # everything shown is computed from weights divided by the largest, which cannot
+    s = weight_curve(p, lam, beta, "identity")
+    s_dense = weight_curve(torch.linspace(0, 1, 1001, dtype=torch.float64), lam, beta, "identity")
+    if transform == "exp":
+        top_s = s_dense.max()
+        w, dense = torch.exp(s - top_s), torch.exp(s_dense - top_s)
+        raw = [f"{math.exp(v):.4g}" if v < 700 else f"e^{v:.1f}" for v in s.tolist()]
+        spread_ratio = (s_dense.max() - s_dense.min()).item()
+        ratio = f"{math.exp(spread_ratio):.4g}" if spread_ratio < 700 else f"e^{spread_ratio:.1f}"
+    else:
+        w, dense = s, s_dense
+        raw = [f"{v:.4g}" for v in s.tolist()]
+        ratio = f"{(dense.max() / dense.min()).item():.4g}" if dense.min() > 0 else "unbounded (weight 0 at p = 0, 1)"
     focus = emphasis_focus(lam)
     console.print(f"emphasis focus  lam/(1+lam) = [bold]{focus:.3f}[/]  (examples with p near it weigh most)")
     console.print(
         f"emphasis spread over p in [0, 1] = [bold]{emphasis_spread(dense).item():.4g}[/]  "
-        f"(0: every example alike); max/min weight = {(dense.max() / dense.min()).item():.4g}"
+        f"(0: every example alike); max/min weight = {ratio}"
     )
     rel = w / dense.mean()
     table = Table(title=f"weight g(beta·p^lam·(1-p)), {transform}, lam={lam:g}, beta={beta:g}")
@@ -54,8 +67,9 @@ def weights(
     table.add_column("relative", justify="right")
     table.add_column("", no_wrap=True)
     top = rel.max().item()
-    for pi, wi, ri in zip(p.tolist(), w.tolist(), rel.tolist()):
-        table.add_row(f"{pi:.2f}", f"{wi:.4g}", f"{ri:.3f}", _bar(ri / top if top > 0 else 0))
+    for pi, wi, ri in zip(p.tolist(), raw, rel.tolist()):
+        rel_text = f"{ri:.3f}" if ri >= 1e-3 or ri == 0 else f"{ri:.1e}"
+        table.add_row(f"{pi:.2f}", wi, rel_text, _bar(ri / top if top > 0 else 0))
     console.print(table)
     console.print("relative: weight / its mean over p in [0, 1] (1 = an average example)")
     if plot is not None:

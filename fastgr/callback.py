@@ -117,7 +117,7 @@ class GRCallback(StatColumns, Callback):
         fit_threshold: float = FIT_COLLAPSE,  # ... while its mean p_i is below this many times chance (1 / C)
         collapse_steps: int = COLLAPSE_STEPS,  # ... for epochs in a row that add up to at least this many steps
     ):
-        check_settings(lam, beta, transform, normalize, eps)
+        lam, beta, eps = check_settings(lam, beta, transform, normalize, eps)
         if not 0 <= warmup <= 1:
             raise ValueError(f"warmup must be a fraction of training in [0, 1], got {warmup}")
         if warmup_mode not in WARMUP_MODES:

@@ -21,6 +21,7 @@ reference layer's eps") have the measurement.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -57,13 +58,19 @@ def check_settings(
     transform: str = "exp",  # `g` applied to `beta * p**lam * (1 - p)`: "exp" (GR) or "identity"
     normalize: str = "sum",  # "sum": weights normalised over the batch; "mean": divided by the batch size
     eps: float = REFERENCE_EPS,  # saturation of the reference layer: fitted examples stop pushing; >= 0
-) -> None:
-    "Raise a `ValueError` that names the problem if the GR settings are not valid."
+) -> tuple[float, float, float]:  # lam, beta, eps as Python floats
+    """Raise a `ValueError` that names the problem if the GR settings are not valid. Any real number is
+    accepted (a numpy scalar, a 0-d tensor: read once here, never in a training step)."""
+    out = []
     for name, v in (("lam", lam), ("beta", beta), ("eps", eps)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        real = isinstance(v, numbers.Real) or (isinstance(v, Tensor) and v.ndim == 0 and not v.is_complex())
+        if isinstance(v, bool) or not real or (isinstance(v, Tensor) and v.dtype == torch.bool):
             raise ValueError(f"{name} must be a number, got {v!r}")
+        v = float(v)
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        out.append(v)
+    lam, beta, eps = out
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
     if normalize not in NORMALIZATIONS:
@@ -73,6 +80,7 @@ def check_settings(
             f"beta={beta} with transform='exp' and normalize='mean' overflows exp(beta) in float32; "
             f"use normalize='sum' (overflow-free for any beta) or beta <= {_MAX_MEAN_EXP_BETA:g}"
         )
+    return lam, beta, eps
 
 
 def _check_inputs(logits: Tensor, targets: Tensor) -> None:
@@ -97,6 +105,8 @@ def _check_inputs(logits: Tensor, targets: Tensor) -> None:
             f"targets of shape {tuple(targets.shape)} do not match logits of shape {tuple(logits.shape)}; "
             f"expected {tuple(expected)} (one integer label per example, class axis 1)"
         )
+    if targets.device != logits.device:  # metadata only: no synchronisation
+        raise ValueError(f"targets are on {targets.device} and logits on {logits.device}; put them on one device")
     n_classes = logits.shape[1]
     if targets.numel() == 0:
         return
@@ -141,7 +151,7 @@ def gr_terms(
     maximum and one of the sum, no host synchronisation — and multiplies this rank's gradient by the world size,
     so that DDP's averaging of the ranks' parameter gradients gives the gradient of the concatenated batch.
     ("mean" needs neither: DDP's average of per-rank means is the global mean, for equal batch sizes.)"""
-    check_settings(lam, beta, transform, normalize, eps)
+    lam, beta, eps = check_settings(lam, beta, transform, normalize, eps)
     if not 0 <= mix <= 1:
         raise ValueError(f"mix must be in [0, 1], got {mix}")
     _check_inputs(logits, targets)
@@ -284,7 +294,7 @@ def weight_curve(
     transform: str = "exp",  # "exp" (GR) or "identity"
 ) -> Tensor:  # like `p`: the unnormalised weight g(beta * p**lam * (1 - p))
     "The weight GR gives an example as a function of its label's probability (the paper's Fig. 1)."
-    check_settings(lam, beta, transform, "sum")
+    lam, beta, _ = check_settings(lam, beta, transform, "sum")
     p = torch.as_tensor(p, dtype=torch.float64)
     s = beta * p.pow(lam) * (1 - p)
     return torch.exp(s) if transform == "exp" else s

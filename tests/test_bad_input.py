@@ -159,3 +159,33 @@ def test_options_that_would_be_ignored_are_usage_errors(tmp_path, image_folder):
         flat(r.stdout)
     assert (out / "config.json").read_text() == before  # config.json records what was used
     assert len(pd.read_csv(out / "metrics.csv")) == 1
+
+
+def test_weights_of_a_huge_beta_stay_finite():
+    r = runner.invoke(app, ["weights", "--beta", "2000", "--steps", "5"])
+    assert r.exit_code == 0, r.output
+    assert "nan" not in r.stdout and " inf" not in r.stdout
+    assert "max/min weight = e^769.8" in flat(r.stdout) and "e^750.0" in r.stdout
+
+
+def test_gr_takes_any_real_number_and_refuses_targets_on_another_device():
+    import numpy as np
+
+    from fastgr import gr_gradient
+
+    z, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    expected = gr_gradient(z, y, 0.5, 8.0)
+    for lam, beta in ((np.float32(0.5), np.int64(8)), (torch.tensor(0.5), torch.tensor(8.0))):
+        torch.testing.assert_close(gr_gradient(z, y, lam, beta), expected)
+        assert GRCallback(lam, beta).beta == 8.0
+    with pytest.raises(ValueError, match="lam must be a number"):
+        gr_gradient(z, y, "0.5", 8.0)
+    with pytest.raises(ValueError, match="targets are on meta and logits on cpu; put them on one device"):
+        gr_gradient(z, y.to("meta"), 0.5, 8.0)
+
+
+def test_models_matches_a_bare_name_as_a_substring():
+    r = runner.invoke(app, ["models", "resnet"])
+    assert r.exit_code == 0 and "cifar_resnet20" in r.stdout and "resnet18 " in r.stdout
+    r = runner.invoke(app, ["models", "no_such_backbone"])
+    assert "no backbone matches '*no_such_backbone*'" in flat(r.stdout)
