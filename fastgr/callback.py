@@ -11,7 +11,7 @@ from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
 from fastai.callback.training import GradientAccumulation
 
-from .gradient import REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
+from .gradient import NON_FINITE, REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
 from .presets import WARMUP_MODES
 from .telemetry import StatColumns, batch_indices, is_fitting
 
@@ -189,7 +189,13 @@ class GRCallback(StatColumns, Callback):
             mix = a
         elif a < 1:  # ramp from a cross-entropy-like emphasis (lam 0, beta 2: the hardest examples weigh most)
             lam, beta = a * self.lam, 2.0 + a * (self.beta - 2.0)
-        terms = gr_terms(pred, y, lam, beta, self.transform, self.normalize, self.eps, mix=mix, world=world)
+        try:
+            terms = gr_terms(pred, y, lam, beta, self.transform, self.normalize, self.eps, mix=mix, world=world)
+        except RuntimeError as e:
+            if NON_FINITE not in str(e):
+                raise
+            raise FloatingPointError(f"training diverged at epoch {self.epoch + 1}, batch {self.iter + 1}: "
+                                     f"{NON_FINITE}; lower --lr (the learning rate)") from None
         # its gradient w.r.t. pred is exactly G; MixedPrecision/GradientAccumulation rescale it later
         self.learn.loss_grad = (terms.gradient.detach() * pred).sum()
         self._accumulate(terms)

@@ -83,6 +83,9 @@ def check_settings(
     return lam, beta, eps
 
 
+NON_FINITE = "non-finite logits (NaN or inf): GR's batch-normalised weights would turn every gradient NaN"
+
+
 def _check_inputs(logits: Tensor, targets: Tensor) -> None:
     if not isinstance(logits, Tensor) or not isinstance(targets, Tensor):
         raise TypeError("logits and targets must be tensors")
@@ -105,6 +108,9 @@ def _check_inputs(logits: Tensor, targets: Tensor) -> None:
             f"targets of shape {tuple(targets.shape)} do not match logits of shape {tuple(logits.shape)}; "
             f"expected {tuple(expected)} (one integer label per example, class axis 1)"
         )
+    # one NaN or inf logit would turn every example's gradient NaN (the "sum" normalisation couples them): an
+    # error at this step instead, checked on the device (on a GPU it surfaces at the next synchronisation)
+    torch._assert_async(torch.isfinite(logits).all(), NON_FINITE)
     if targets.device != logits.device:  # metadata only: no synchronisation
         raise ValueError(f"targets are on {targets.device} and logits on {logits.device}; put them on one device")
     n_classes = logits.shape[1]

@@ -189,3 +189,16 @@ def test_models_matches_a_bare_name_as_a_substring():
     assert r.exit_code == 0 and "cifar_resnet20" in r.stdout and "resnet18 " in r.stdout
     r = runner.invoke(app, ["models", "no_such_backbone"])
     assert "no backbone matches '*no_such_backbone*'" in flat(r.stdout)
+
+
+def test_a_non_finite_logit_is_an_error_at_its_step_not_a_silent_nan():
+    from fastgr import gr_gradient
+
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    z[1, 2] = math.nan
+    with pytest.raises(RuntimeError, match="non-finite logits"):
+        gr_gradient(z, y)
+    x, y = linear_problem()
+    x[3, 0] = math.inf
+    with pytest.raises(FloatingPointError, match="training diverged at epoch 1, batch 1: non-finite logits"):
+        fit(make_learner(x, y, bs=8, cbs=[GRCallback()]))
