@@ -112,13 +112,17 @@ def _split_tree(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def _list_images(root: Path) -> list[tuple[Path, str]]:
-    "(path, class) of every image below `root`; the class is its folder relative to `root` (e.g. 'cat')."
-    out = []
+def _list_images(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """(path, class) of every image below `root`, the class its folder relative to `root` (e.g. 'cat'); and the
+    images directly in `root`, which have no class: skipped, with the reason."""
+    out, loose = [], []
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and p.parent != root:
-            out.append((p, p.parent.relative_to(root).as_posix()))
-    return out
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+            if p.parent == root:
+                loose.append((str(p), "not in a class sub-folder: its class is unknown"))
+            else:
+                out.append((p, p.parent.relative_to(root).as_posix()))
+    return out, loose
 
 
 def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
@@ -220,7 +224,13 @@ def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, class
            img_size: int | None, display_root: Path) -> ImageData:
     paths = [p for p, _ in items]
     labels = [c for _, c in items]
+    if is_valid.all():
+        raise ValueError(f"{name} has no training rows: every one is held out (is_valid)")
     train_labels = sorted({c for c, v in zip(labels, is_valid) if not v})
+    if classes:
+        twice = sorted({c for c in classes if list(classes).count(c) > 1})
+        if twice:
+            raise ValueError(f"the class list names {', '.join(map(repr, twice))} more than once")
     classes = list(classes) if classes else train_labels
     lookup = {c: i for i, c in enumerate(classes)}
     unknown = sorted({c for c in labels if c not in lookup})
@@ -272,17 +282,19 @@ def load_folder(
     if not root.is_dir():
         raise FileNotFoundError(2, "no such folder", str(root))
     train_root, held_root = _split_tree(root)
-    items = _list_images(train_root)
+    items, loose = _list_images(train_root)
     if not items:
         raise ValueError(f"{root} holds no images in class sub-folders ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     if held_root is not None:
-        held = _list_images(held_root)
+        held, loose_held = _list_images(held_root)
+        loose += loose_held
         is_valid = np.r_[np.zeros(len(items), bool), np.ones(len(held), bool)]
         items = items + held
     else:
         labels = np.array([c for _, c in items])
         is_valid = stratified_split(labels, valid_pct, seed)
-    return _build(str(root), items, is_valid, classes, img_size, root)
+    data = _build(str(root), items, is_valid, classes, img_size, root)
+    return replace(data, skipped=loose + data.skipped)
 
 
 def load_csv(

@@ -65,7 +65,12 @@ def train_run(
         if saved is None:  # written first: a `--tune` run cut while tuning resumes from it
             folder.write("config.json", config)
         if data.skipped:
-            reporter.note(f"skipped {len(data.skipped)} unreadable image file(s); listed in skipped.txt", "warn")
+            loose = sum(r.startswith("not in a class sub-folder") for _, r in data.skipped)
+            if len(data.skipped) > loose:
+                reporter.note(f"skipped {len(data.skipped) - loose} unreadable image file(s); listed in skipped.txt",
+                              "warn")
+            if loose:
+                reporter.note(f"skipped {loose} image(s) outside the class sub-folders; listed in skipped.txt", "warn")
             folder.write_text("skipped.txt", "".join(f"{p}\t{r}\n" for p, r in data.skipped))
         if tuning:
             tuned = tune(folder, cfg, data, noisy, truth_known, grid, reporter, resume)

@@ -30,15 +30,20 @@ def atomic_path(
     "Yield a temporary path beside `path`; on success it replaces `path` in one step, on error it is removed."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:  # name the user's file, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (tmp, Path(tmp)):
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
 
 

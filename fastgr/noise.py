@@ -199,6 +199,9 @@ def load_labels(
     missing = [c for c in ("item", "given_label", "true_label") if c not in frame]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} of a fastgr labels file")
+    repeated = frame["item"][frame["item"].duplicated()].astype(str).tolist()
+    if repeated:  # which of two labels of one item would count is not for fastgr to guess
+        raise ValueError(f"{path} labels {len(repeated)} item(s) twice, e.g. {repeated[0]!r}; keep one row per item")
     lookup = {str(c): i for i, c in enumerate(classes)}
 
     def encode(col: str) -> np.ndarray:

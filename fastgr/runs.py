@@ -124,6 +124,8 @@ class RunFolder:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except PermissionError as e:
+            raise PermissionError(e.errno, "cannot write in the run folder", str(self.path)) from None
         except FileExistsError:
             try:
                 held = json.loads(lock.read_text())

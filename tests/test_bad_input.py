@@ -202,3 +202,67 @@ def test_a_non_finite_logit_is_an_error_at_its_step_not_a_silent_nan():
     x[3, 0] = math.inf
     with pytest.raises(FloatingPointError, match="training diverged at epoch 1, batch 1: non-finite logits"):
         fit(make_learner(x, y, bs=8, cbs=[GRCallback()]))
+
+
+def test_errors_name_the_users_file_and_the_way_out(tmp_path, image_folder, monkeypatch):
+    import tempfile
+
+    from fastgr.files import write_text
+
+    def denied(*a, dir=None, prefix="", **k):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}abc.tmp")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError) as e:
+        write_text(tmp_path / "config.json", "{}")
+    assert e.value.filename == str(tmp_path / "config.json")
+    monkeypatch.undo()
+
+    args = [str(image_folder), "--epochs", "1", "--img-size", "8", "--bs", "16"]
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", *args, "--out", str(out)]).exit_code == 0
+    # fastgr correct --out naming a folder
+    r = runner.invoke(app, ["correct", str(out), "--out", str(tmp_path)])
+    assert r.exit_code == 1 and f"{tmp_path} is a folder, not a file" in flat(r.stderr)
+    # a garbage learner.pkl
+    (out / "learner.pkl").write_bytes(b"not a pickle")
+    r = runner.invoke(app, ["correct", str(out)])
+    assert r.exit_code == 1 and "learner.pkl is not a readable exported learner" in flat(r.stderr)
+    # a broken config.json and a 0-byte checkpoint on --resume
+    (out / "summary.json").unlink()
+    (out / "result.json").unlink()
+    (out / "checkpoint.pth").write_bytes(b"")
+    r = runner.invoke(app, ["train", "--out", str(out), "--resume"])
+    assert r.exit_code == 1 and "checkpoint.pth is unreadable" in flat(r.stderr) and "--overwrite" in r.stderr
+    (out / "config.json").write_text("{broken")
+    r = runner.invoke(app, ["train", "--out", str(out), "--resume"])
+    assert r.exit_code == 1 and "config.json is not valid JSON" in flat(r.stderr)
+
+
+def test_folders_and_csvs_that_would_mislead(tmp_path, image_folder):
+    import pandas as pd
+
+    from fastgr.data import load_csv, load_folder
+
+    rows = [(p.relative_to(image_folder).as_posix(), p.parent.name) for p in sorted(image_folder.rglob("*.png"))]
+    csv = image_folder / "all_valid.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).assign(is_valid=1).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="has no training rows: every one is held out"):
+        load_csv(csv)
+    with pytest.raises(ValueError, match="the class list names 'cat' more than once"):
+        load_folder(image_folder, classes=["cat", "dog", "owl", "cat"])
+    # an image beside the class folders has no class: skipped and reported, not silently dropped
+    (image_folder / "train" / "stray.png").write_bytes((image_folder / "train" / "cat" / "train_000.png").read_bytes())
+    data = load_folder(image_folder)
+    assert [(p.split("/")[-1], r) for p, r in data.skipped] == [("stray.png", "not in a class sub-folder: its class "
+                                                                              "is unknown")]
+    r = runner.invoke(app, ["train", str(image_folder), "--epochs", "1", "--img-size", "8", "--out",
+                            str(tmp_path / "run")])
+    assert "skipped 1 image(s) outside the class sub-folders" in flat(r.stdout)
+    # a labels file that labels an item twice
+    labels = tmp_path / "labels.csv"
+    assert runner.invoke(app, ["noise", str(image_folder), "--rate", "0.2", "--out", str(labels)]).exit_code == 0
+    frame = pd.read_csv(labels)
+    pd.concat([frame, frame.iloc[:1]]).to_csv(labels, index=False)
+    r = runner.invoke(app, ["train", str(image_folder), "--labels", str(labels), "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 1 and "labels 1 item(s) twice" in flat(r.stderr)
