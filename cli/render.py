@@ -30,6 +30,25 @@ COLUMNS = {
 }
 
 
+# dropped in this order when a terminal is too narrow for every column: test accuracy and the fits stay
+DROP_FIRST = ("gr_spread", "valid_loss", "gr_mean_p", "train_loss", "seconds", "gr_ess")
+
+
+def fit_columns(cols: list[str], width: int) -> list[str]:
+    "The columns of `cols` that fit a terminal `width` wide, each in full."
+    cols = list(cols)
+
+    def need(cs):
+        return sum(max(len(COLUMNS[c][0]), 7) + 3 for c in cs) + 1
+
+    for c in DROP_FIRST:
+        if need(cols) <= width:
+            break
+        if c in cols:
+            cols.remove(c)
+    return cols
+
+
 def fmt(v: Any, spec: str = "{:.4f}") -> str:
     if v is None:
         return "-"
@@ -77,8 +96,13 @@ class RichReporter(Reporter):
     def epoch(self, row: dict[str, Any]) -> None:
         if self.cols is None:
             self.cols = [c for c in COLUMNS if c in row]
+            if self.live is not None:  # a live table must fit the terminal: some columns go, the rest stay whole
+                shown = fit_columns(self.cols, console.width)
+                if shown != self.cols:
+                    self.table.caption = "narrow terminal: some columns hidden; metrics.csv has them all"
+                self.cols = shown
             for c in self.cols:
-                self.table.add_column(COLUMNS[c][0], justify="right")
+                self.table.add_column(COLUMNS[c][0], justify="right", no_wrap=True)
         self.table.add_row(*[fmt(row.get(c), COLUMNS[c][1]) for c in self.cols])
         if self.live is not None:
             self.live.update(self._view())

@@ -60,15 +60,15 @@ def gr_learner(
     wd: float = 5e-4,  # L2 weight decay (SGD, momentum 0.9, not on batch-norm and bias parameters)
     moms: tuple[float, float, float] = (0.9, 0.9, 0.9),  # `fit_one_cycle`'s momentum schedule: constant 0.9
     amp: bool = False,  # bf16 mixed precision (fastai's `MixedPrecision`); needs CUDA
-    true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: adds fit columns
+    true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: the fit of them too
     record_examples: bool = False,  # GR keeps (index, label, p, weight) of the last epoch's examples
     metrics=None,  # fastai metrics; `test_acc` (accuracy on the held-out split) if None
     cbs: list[Callback] | None = None,  # more callbacks
 ) -> Learner:
     """A fastai `Learner` that trains as `fastgr train` does: SGD with momentum 0.9 and L2 weight decay,
     cross-entropy as the logged loss, GR's gradient (its `GRCallback`, `learn.gr`; none with `loss="ce"`),
-    channels-last and bf16 on CUDA, per-epoch columns of GR's telemetry and, given `true_labels`, of the fit of
-    the given and the true labels. `learn.fit_one_cycle(epochs)` is then the command's schedule."""
+    channels-last and bf16 on CUDA, per-epoch columns of GR's telemetry and of the fit of the given labels (and,
+    given `true_labels`, of the true ones). `learn.fit_one_cycle(epochs)` is then the command's schedule."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     device = torch.device(getattr(dls, "device", None) or "cpu")
@@ -84,9 +84,7 @@ def gr_learner(
         model = arch
     if device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
-    callbacks = [SeedEpoch()]
-    if true_labels is not None:
-        callbacks.append(FitMonitor(torch.as_tensor(true_labels)))
+    callbacks = [SeedEpoch(), FitMonitor(None if true_labels is None else torch.as_tensor(true_labels))]
     if loss == "gr":
         callbacks.append(GRCallback(lam, beta, record_examples=record_examples, eps=eps, warmup=warmup,
                                     warmup_mode=warmup_mode))

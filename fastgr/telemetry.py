@@ -80,21 +80,21 @@ class StatColumns:
 
 
 class FitMonitor(StatColumns, Callback):
-    """Fit of the training batches to the given (noisy) labels and to the true ones, per epoch.
+    """Fit of the training batches to the given (noisy) labels and, where known, to the true ones, per epoch.
 
-    Adds the columns `train_acc_given` and `train_acc_true`: accuracy of the model's predictions on the
-    (augmented) training batches as it trains, against each labelling. Memorising wrong labels shows as
-    `train_acc_given` rising while `train_acc_true` falls.
+    Adds the column `train_acc_given` (and `train_acc_true` when given the true labels): accuracy of the model's
+    predictions on the (augmented) training batches as it trains, against each labelling. Memorising wrong labels
+    shows as `train_acc_given` rising while `train_acc_true` falls.
     """
 
-    columns = ("train_acc_given", "train_acc_true")
     run_valid = False
 
     def __init__(
         self,
-        true_labels: torch.Tensor,  # (N,) the true label of every training example, by dataset index
+        true_labels: torch.Tensor | None = None,  # (N,) the true label of every training example, by dataset index
     ):
-        self.true_labels = torch.as_tensor(true_labels, dtype=torch.long)
+        self.true_labels = None if true_labels is None else torch.as_tensor(true_labels, dtype=torch.long)
+        self.columns = ("train_acc_given",) if true_labels is None else ("train_acc_given", "train_acc_true")
         self.epoch_stats = {}
 
     def before_fit(self):
@@ -110,19 +110,22 @@ class FitMonitor(StatColumns, Callback):
             return
         pred = self.learn.pred.detach().argmax(1)
         y = self.learn.yb[0]
-        idx = batch_indices(self.learn.dl, self.learn.iter, len(y))
-        if self.true_labels.device != y.device:
-            self.true_labels = self.true_labels.to(y.device)
-        given, true = (pred == y).sum(), (pred == self.true_labels[idx.to(y.device)]).sum()
+        given = (pred == y).sum()
         # device-side sums: no host synchronisation until the epoch ends
         self._given = given if self._given is None else self._given + given
-        self._true = true if self._true is None else self._true + true
+        if self.true_labels is not None:
+            idx = batch_indices(self.learn.dl, self.learn.iter, len(y))
+            if self.true_labels.device != y.device:
+                self.true_labels = self.true_labels.to(y.device)
+            true = (pred == self.true_labels[idx.to(y.device)]).sum()
+            self._true = true if self._true is None else self._true + true
         self._n += len(y)
 
     def after_train(self):
         if self._n:
-            self.epoch_stats = {"train_acc_given": self._given.item() / self._n,
-                                "train_acc_true": self._true.item() / self._n}
+            self.epoch_stats = {"train_acc_given": self._given.item() / self._n}
+            if self._true is not None:
+                self.epoch_stats["train_acc_true"] = self._true.item() / self._n
 
     def after_fit(self):
         self.remove_columns(self.learn)

@@ -174,7 +174,8 @@ def train_phase(
     gr = dict(loss="gr", lam=resolved.lam, beta=resolved.beta, warmup=resolved.warmup,
               warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss="ce")
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, lr=cfg.lr, wd=cfg.wd,
-                       amp=resolved.amp, true_labels=labels.true, record_examples=not light, cbs=[log])
+                       amp=resolved.amp, true_labels=labels.true if truth_known else None,
+                       record_examples=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
     reporter.phase(name, cfg.epochs, start)
     if start < cfg.epochs:

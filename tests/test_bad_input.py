@@ -266,3 +266,24 @@ def test_folders_and_csvs_that_would_mislead(tmp_path, image_folder):
     pd.concat([frame, frame.iloc[:1]]).to_csv(labels, index=False)
     r = runner.invoke(app, ["train", str(image_folder), "--labels", str(labels), "--out", str(tmp_path / "r2")])
     assert r.exit_code == 1 and "labels 1 item(s) twice" in flat(r.stderr)
+
+
+def test_an_80_column_terminal_shows_each_epochs_test_accuracy_in_full(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cli.render as render
+
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=out, width=80, force_terminal=True, color_system=None))
+    rep = render.RichReporter()
+    rep.phase("train", 2)
+    row = {"epoch": 1, "train_loss": 3.7634, "valid_loss": 0.5313, "test_acc": 0.883333, "train_acc_given": 0.693,
+           "train_acc_true": 0.866, "gr_spread": 1.563, "gr_ess": 0.421, "gr_mean_p": 0.686, "seconds": 1.3}
+    rep.epoch(row)
+    rep.stop()
+    text = out.getvalue()
+    assert "0.8833" in text and "0.693" in text and "0.866" in text and "…" not in text
+    assert "narrow terminal: some columns hidden" in text
+    assert max(len(line) for line in text.splitlines()) <= 80

@@ -29,7 +29,8 @@ def test_gr_learner_puts_a_run_together(dls):
     assert learn.wd == 5e-4 and learn.lr == 0.1 and not learn.wd_bn_bias
     assert [m.name for m in learn.metrics] == ["test_acc"]
     ce = gr_learner(dls, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), loss="ce")
-    assert not any(isinstance(cb, (GRCallback, FitMonitor, MixedPrecision)) for cb in ce.cbs)
+    assert not any(isinstance(cb, (GRCallback, MixedPrecision)) for cb in ce.cbs)
+    assert next(cb for cb in ce.cbs if isinstance(cb, FitMonitor)).columns == ("train_acc_given",)
     with pytest.raises(ValueError, match="amp .* needs a CUDA device"):
         gr_learner(dls, "cifar_resnet20", amp=True)
     with pytest.raises(ValueError, match="unknown loss 'mae'"):
