@@ -287,3 +287,34 @@ def test_an_80_column_terminal_shows_each_epochs_test_accuracy_in_full(monkeypat
     assert "0.8833" in text and "0.693" in text and "0.866" in text and "…" not in text
     assert "narrow terminal: some columns hidden" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_an_interrupted_run_says_so_once_with_a_resume_hint_that_pastes(tmp_path, image_folder, monkeypatch):
+    import shlex
+
+    from fastgr.training import RunLog
+
+    original = RunLog.after_epoch
+
+    def ctrl_c(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunLog, "after_epoch", ctrl_c)
+    out = tmp_path / "my runs" / "a run"
+    r = runner.invoke(app, ["train", str(image_folder), "--epochs", "2", "--img-size", "8", "--out", str(out)])
+    assert r.exit_code == 130
+    text = r.output.replace(str(tmp_path), "TMP")  # the test's own folder name has the word in it
+    said = [ln for ln in text.splitlines() if "interrupted" in ln]
+    assert said == ["interrupted"], said
+    hint = f"fastgr train --out {shlex.quote(str(out))} --resume"
+    assert hint in flat(r.stdout)
+    assert shlex.split(hint)[3] == str(out)
+
+
+def test_fit_of_the_true_labels_is_not_shown_when_the_truth_is_unknown(tmp_path, image_folder):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(image_folder), "--epochs", "1", "--img-size", "8", "--out", str(out)])
+    assert r.exit_code == 0 and "fit given" in r.stdout and "fit true" not in r.stdout
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert "train_acc_given" in metrics and "train_acc_true" not in metrics
