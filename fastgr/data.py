@@ -198,7 +198,7 @@ def decode_images(
             it = Image.fromarray(np.ascontiguousarray(it.squeeze(-1) if it.ndim == 3 and it.shape[-1] == 1 else it))
         if not isinstance(it, Image.Image):
             with Image.open(it) as im:
-                it = to_mode(im, mode)
+                it = to_mode(im, mode).copy()  # its pixels, read before the file closes
         im = to_mode(it, mode)
         if im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
