@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,16 @@ def new_file(path: Path, overwrite: bool) -> Path:
     return path
 
 
+def bytecode_missing(module: str = "torch") -> bool:
+    "Whether `module` has no compiled bytecode yet: importing it then compiles it from source first."
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return False
+    return not Path(importlib.util.cache_from_source(spec.origin)).exists()
+
+
 def _print_version(value: bool) -> None:
     if value:
         import fastgr
@@ -107,3 +118,7 @@ def main(
 ):
     "Gradient rescaling (GR) for fastai: train classifiers that stay accurate when labels are wrong."
     state["debug"] = debug
+    if err_console.is_terminal and bytecode_missing():  # a person waiting, not a log
+        often = "every run, as PYTHONDONTWRITEBYTECODE is set" if sys.flags.dont_write_bytecode else "once"
+        err_console.print(f"[dim]Python is compiling torch and fastai before they import (about half a minute, "
+                          f"{often}); `uv sync --compile-bytecode` does it for good[/]", soft_wrap=True)

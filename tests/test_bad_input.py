@@ -318,3 +318,31 @@ def test_fit_of_the_true_labels_is_not_shown_when_the_truth_is_unknown(tmp_path,
     assert r.exit_code == 0 and "fit given" in r.stdout and "fit true" not in r.stdout
     metrics = pd.read_csv(out / "metrics.csv")
     assert "train_acc_given" in metrics and "train_acc_true" not in metrics
+
+
+def test_a_first_run_says_it_is_compiling_and_later_runs_are_quiet(tmp_path, monkeypatch):
+    import compileall
+    import io
+    import sys
+
+    import fastgr.cli.base as base
+    from rich.console import Console
+
+    pkg = tmp_path / "fresh_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert base.bytecode_missing("fresh_pkg")
+    compileall.compile_dir(str(pkg), quiet=1)
+    assert not base.bytecode_missing("fresh_pkg") and not base.bytecode_missing("no_such_module_here")
+    sys.modules.pop("fresh_pkg", None)
+    # what a person sees at a terminal: one dim line before the command starts; nothing in logs and pipes
+    seen = io.StringIO()
+    monkeypatch.setattr(base, "err_console", Console(file=seen, force_terminal=True, width=200))
+    monkeypatch.setattr(base, "bytecode_missing", lambda module="torch": True)
+    runner.invoke(app, ["models", "cifar_resnet20"])
+    assert "Python is compiling torch and fastai before they import" in seen.getvalue()
+    monkeypatch.setattr(base, "bytecode_missing", lambda module="torch": False)
+    seen.truncate(0)
+    runner.invoke(app, ["models", "cifar_resnet20"])
+    assert seen.getvalue().strip("\x00") == ""
