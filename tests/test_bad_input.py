@@ -346,3 +346,27 @@ def test_a_first_run_says_it_is_compiling_and_later_runs_are_quiet(tmp_path, mon
     seen.truncate(0)
     runner.invoke(app, ["models", "cifar_resnet20"])
     assert seen.getvalue().strip("\x00") == ""
+
+
+def test_a_run_folder_that_cannot_be_written_is_named(tmp_path, image_folder, monkeypatch):
+    import os
+
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):
+        if str(path).endswith(".fastgr.lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    out = tmp_path / "ro"
+    out.mkdir()
+    r = runner.invoke(app, ["train", str(image_folder), "--epochs", "1", "--img-size", "8", "--out", str(out)])
+    assert r.exit_code == 1 and f"cannot write in the run folder: {out}" in flat(r.stderr)
+    assert ".tmp" not in r.stderr and ".fastgr.lock" not in r.stderr
+
+
+def test_lr_help_says_what_it_accepts(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    text = flat(runner.invoke(app, ["train", "--help"]).stdout)
+    assert "Peak learning rate of SGD (momentum 0.9): a finite number > 0." in text
