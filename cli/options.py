@@ -95,7 +95,11 @@ Noise = Annotated[float, typer.Option(
     help=f"Fraction of training labels to corrupt, in [0, 1). \\[default: {DEMO_NOISE:g} on digits, else 0]")]
 NoiseTypeOpt = Annotated[NoiseType, typer.Option("--noise-type", help="How labels are corrupted.")]
 Labels = Annotated[Path, typer.Option("--labels", help="Train on a labelling from `fastgr noise` instead.")]
-LossOpt = Annotated[Loss, typer.Option("--loss", help="gr (gradient rescaling) or ce (the baseline).")]
+LossOpt = Annotated[Loss, typer.Option(
+    "--loss", help="gr (gradient rescaling), or a baseline: ce (cross-entropy), ls (label smoothing 0.1), gce (q 0.7), "
+                   "sce (alpha 0.1, beta 1).")]
+MixupOpt = Annotated[float, typer.Option("--mixup", min=0, callback=finite,
+                                         help="MixUp's alpha with a baseline loss (fastai's MixUp); 0: none.")]
 Lam = Annotated[float, typer.Option("--lam", min=0, callback=finite, show_default=False,
                                     help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}, or the "
                                          "preset's]")]

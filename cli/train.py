@@ -27,6 +27,7 @@ from .options import (
     Loss,
     LossOpt,
     Lr,
+    MixupOpt,
     Noise,
     NoiseType,
     NoiseTypeOpt,
@@ -47,7 +48,7 @@ EPILOG = """Examples:
 
   fastgr train   (the demo: GR on digits with 40% symmetric noise)
 
-  fastgr train --loss ce   (the cross-entropy baseline on the same labels)
+  fastgr train --loss ce   (the cross-entropy baseline on the same labels; also ls, gce, sce, --mixup 0.2)
 
   fastgr train --correct --out runs/fix   (relabel with the model, retrain)
 
@@ -65,6 +66,7 @@ def train(
     noise_type: NoiseTypeOpt = NoiseType(DEFAULTS.noise_type),
     labels: Labels = None,
     loss: LossOpt = Loss(DEFAULTS.loss),
+    mixup: MixupOpt = DEFAULTS.mixup,
     lam: Lam = DEFAULTS.lam,
     beta: Beta = DEFAULTS.beta,
     preset: bool = typer.Option(DEFAULTS.preset, "--preset", help="lam and beta from the paper's table (by noise "

@@ -19,7 +19,7 @@ from .presets import BUDGET_WARNING, DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EP
 __all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "DEMO_NOISE", "resolve_device", "resolve_settings",
            "versions"]
 
-LOSSES = ("gr", "ce")
+LOSSES = ("gr", "ce", "ls", "gce", "sce")  # GR, then the baselines of `fastgr.losses`
 AUGMENTS = ("crop+flip", "crop", "none")  # pad-and-crop plus flip, the crop alone, nothing (`fastgr.loader`)
 DEMO_NOISE = 0.4  # digits is the offline demo: by default it trains on 40% symmetric noise
 
@@ -34,7 +34,8 @@ class TrainConfig:
     noise: float | None = None  # fraction of training labels to corrupt; None: 0.4 on digits, else 0
     noise_type: str = "symmetric"  # symmetric, pairflip or asymmetric
     labels: str | None = None  # a noisy-label CSV from `fastgr noise` to train on instead of drawing noise
-    loss: str = "gr"  # gr (gradient rescaling) or ce (plain cross-entropy, the baseline)
+    loss: str = "gr"  # gr (gradient rescaling), or a baseline: ce, ls (label smoothing), gce, sce
+    mixup: float = 0.0  # MixUp's alpha with a baseline loss (fastai's MixUp); 0: none
     lam: float | None = None  # emphasis focus parameter; None: the preset's or the fixed default 0.5
     beta: float | None = None  # emphasis spread parameter; None: the preset's or the fixed default 8
     preset: bool = False  # lam and beta from the paper's table by noise rate and class count
@@ -65,7 +66,7 @@ class TrainConfig:
     def validate(self) -> None:
         "Raise a `ValueError` naming the first bad setting."
         for name in ("noise", "lam", "beta", "lr", "wd", "valid_pct", "correct_threshold", "eps", "warmup",
-                     "tune_holdout"):
+                     "tune_holdout", "mixup"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -92,6 +93,11 @@ class TrainConfig:
             raise ValueError(f"tune_holdout must be in (0, 1), got {self.tune_holdout}")
         if self.eps < 0:
             raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.mixup < 0:
+            raise ValueError(f"mixup is MixUp's alpha, >= 0; got {self.mixup}")
+        if self.mixup and self.loss == "gr":
+            raise ValueError("GR with MixUp is refused: MixUp mixes labels into soft targets, and GR is defined for "
+                             "integer labels; use --mixup with a baseline loss (--loss ce, ls, gce, sce)")
         for name in ("lam", "beta"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -165,7 +171,7 @@ def resolve_device(name: str | None):
 
 def gr_setting(cfg: TrainConfig, noise_rate: float | None, n_classes: int) -> Setting | None:
     "GR's (lam, beta, warm-up) for a config: given, the paper's preset, or the fixed default; None for CE."
-    if cfg.loss == "ce":
+    if cfg.loss != "gr":
         return None
     base = paper_setting(noise_rate, n_classes) if cfg.preset else FIXED_DEFAULT
     if cfg.lam is None and cfg.beta is None:

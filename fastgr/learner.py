@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.mixup import MixUp
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -21,6 +22,7 @@ from torch import nn
 
 from .callback import GRCallback
 from .config import LOSSES
+from .losses import baseline_loss
 from .models import create_model
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
 from .telemetry import FitMonitor
@@ -47,7 +49,7 @@ class SeedEpoch(Callback):
 def gr_learner(
     dls,  # fastai DataLoaders of images and integer labels (`make_dataloaders`, or any of your own)
     arch: str | nn.Module,  # a timm model name (`fastgr models`) or a model whose output is the logits
-    loss: str = "gr",  # gr (gradient rescaling) or ce (plain cross-entropy, the baseline)
+    loss: str = "gr",  # gr (gradient rescaling), or a baseline: ce, ls, gce, sce (`fastgr.losses`)
     lam: float = FIXED_DEFAULT.lam,  # GR's emphasis focus parameter
     beta: float = FIXED_DEFAULT.beta,  # GR's emphasis spread parameter
     warmup: float = DEFAULT_WARMUP,  # fraction of training over which GR takes over from cross-entropy
@@ -63,6 +65,7 @@ def gr_learner(
     true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: the fit of them too
     record_examples: bool = False,  # GR keeps (index, label, p, weight) of the last epoch's examples
     metrics=None,  # fastai metrics; `test_acc` (accuracy on the held-out split) if None
+    mixup: float = 0.0,  # MixUp's alpha (fastai's MixUp) with a baseline loss; 0: none
     cbs: list[Callback] | None = None,  # more callbacks
 ) -> Learner:
     """A fastai `Learner` that trains as `fastgr train` does: SGD with momentum 0.9 and L2 weight decay,
@@ -88,10 +91,15 @@ def gr_learner(
     if loss == "gr":
         callbacks.append(GRCallback(lam, beta, record_examples=record_examples, eps=eps, warmup=warmup,
                                     warmup_mode=warmup_mode))
+    if mixup:
+        if loss == "gr":
+            raise ValueError("GR with MixUp is refused: MixUp mixes labels into soft targets; use a baseline loss")
+        callbacks.append(MixUp(mixup))
     if amp:
         callbacks.append(MixedPrecision(amp_mode="bf16"))
-    return Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=partial(SGD, mom=0.9, decouple_wd=False),
-                   lr=lr, metrics=metrics if metrics is not None else [AvgMetric(test_acc)], wd=wd, moms=moms,
+    loss_func = CrossEntropyLossFlat() if loss == "gr" else baseline_loss(loss)  # GR logs cross-entropy
+    return Learner(dls, model, loss_func=loss_func, opt_func=partial(SGD, mom=0.9, decouple_wd=False), lr=lr,
+                   metrics=metrics if metrics is not None else [AvgMetric(test_acc)], wd=wd, moms=moms,
                    wd_bn_bias=False, cbs=callbacks + list(cbs or []))
 
 

@@ -172,7 +172,7 @@ def train_phase(
                            channels_last=device.type == "cuda")
     log = RunLog(folder, reporter)
     gr = dict(loss="gr", lam=resolved.lam, beta=resolved.beta, warmup=resolved.warmup,
-              warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss="ce")
+              warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss=cfg.loss, mixup=cfg.mixup)
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, lr=cfg.lr, wd=cfg.wd,
                        amp=resolved.amp, true_labels=labels.true if truth_known else None,
                        record_examples=not light, cbs=[log])
