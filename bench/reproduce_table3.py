@@ -12,7 +12,7 @@ lr 0.1 stepped down by 10x:
   20k iterations (steps at 5k, 10k, 15k).
 The paper's final test accuracies: CE 60.9%, GR 83.3%, GR after label correction 85.3% (Tables 3, 9). `--small`
 shrinks the schedule to 1% and ResNet-20 (and says so). Every learner is `fastgr.gr_learner`, the one `fastgr
-train` uses. Writes bench/results/table3[_small].json and prints a Markdown table beside the paper's numbers.
+train` uses. Writes bench/results/table3_<protocol>[_small].json and prints a Markdown table beside the paper's numbers.
 """
 
 from __future__ import annotations

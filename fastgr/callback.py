@@ -71,7 +71,7 @@ def _check_loss(loss) -> None:
     why = None
     if isinstance(f, FocalLoss) or "focal" in name.lower():
         why = "its focal term re-weights examples, and GR's gradient has weights of its own"
-    elif isinstance(f, LabelSmoothingCrossEntropy) or getattr(f, "label_smoothing", 0) or getattr(f, "eps", 0):
+    elif isinstance(f, LabelSmoothingCrossEntropy) or getattr(f, "label_smoothing", 0):  # fastai's, or torch's
         why = "label smoothing trains on soft targets, and GR is defined for integer labels"
     elif getattr(f, "weight", None) is not None:
         why = "its class weights would be ignored: GR's gradient has example weights of its own"

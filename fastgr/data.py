@@ -20,6 +20,7 @@ from torch.nn import functional as F
 __all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "load_folder", "load_csv",
            "decode_images", "stratified_split", "IMAGE_EXTENSIONS"]
 
+NO_CLASS = "not in a class sub-folder: its class is unknown"  # why an image beside the class folders is skipped
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -119,7 +120,7 @@ def _list_images(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, st
     for p in sorted(root.rglob("*")):
         if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
             if p.parent == root:
-                loose.append((str(p), "not in a class sub-folder: its class is unknown"))
+                loose.append((str(p), NO_CLASS))
             else:
                 out.append((p, p.parent.relative_to(root).as_posix()))
     return out, loose

@@ -18,7 +18,7 @@ import torch
 
 from .config import RunSettings, TrainConfig, gr_setting, preset_note, resolve_device, resolve_settings, versions
 from .correction import correction_report, relabel
-from .data import ImageData, load_data
+from .data import NO_CLASS, ImageData, load_data
 from .loader import ImageTensors, TensorDL
 from .models import check_arch
 from .noise import NoisyLabels, save_labels, training_labels
@@ -65,7 +65,7 @@ def train_run(
         if saved is None:  # written first: a `--tune` run cut while tuning resumes from it
             folder.write("config.json", config)
         if data.skipped:
-            loose = sum(r.startswith("not in a class sub-folder") for _, r in data.skipped)
+            loose = sum(r == NO_CLASS for _, r in data.skipped)
             if len(data.skipped) > loose:
                 reporter.note(f"skipped {len(data.skipped) - loose} unreadable image file(s); listed in skipped.txt",
                               "warn")

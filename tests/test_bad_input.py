@@ -370,3 +370,26 @@ def test_lr_help_says_what_it_accepts(monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
     text = flat(runner.invoke(app, ["train", "--help"]).stdout)
     assert "Peak learning rate of SGD (momentum 0.9): a finite number > 0." in text
+
+
+def test_a_loss_with_a_stability_eps_is_not_taken_for_label_smoothing():
+    class StableCE(torch.nn.Module):
+        eps = 1e-7  # numerical safety, not smoothing
+
+        def forward(self, pred, targ):
+            return torch.nn.functional.cross_entropy(pred, targ)
+
+    x, y = linear_problem()
+    with pytest.warns(UserWarning, match="GRCallback replaces the gradient of StableCE"):
+        fit(make_learner(x, y, bs=8, cbs=[GRCallback()], loss_func=StableCE()))
+
+
+def test_a_failed_write_names_the_users_file_and_leaves_nothing(tmp_path):
+    from fastgr.files import atomic_path
+
+    target = tmp_path / "metrics.csv"
+    target.write_text("the older file")
+    with pytest.raises(OSError) as e, atomic_path(target) as tmp:
+        raise OSError(28, "No space left on device", str(tmp))
+    assert e.value.filename == str(target)
+    assert target.read_text() == "the older file" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
