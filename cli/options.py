@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fastgr.config import AUGMENTS, DEMO_NOISE, LOSSES, TrainConfig
+from fastgr.config import AUGMENTS, DEMO_NOISE, IN_MEMORY, LOSSES, TrainConfig
 from fastgr.noise import NOISE_TYPES
 from fastgr.presets import FIXED_DEFAULT, PRESET_WARMUP, WARMUP_MODES
 
@@ -30,6 +30,7 @@ Loss = choices("Loss", LOSSES)
 NoiseType = choices("NoiseType", NOISE_TYPES)
 Augment = choices("Augment", AUGMENTS)
 WarmupMode = choices("WarmupMode", WARMUP_MODES)
+InMemory = choices("InMemory", IN_MEMORY)
 
 
 def finite(value: float | None) -> float | None:
@@ -78,8 +79,9 @@ def build_config(params: dict[str, Any], **changes) -> TrainConfig:
     "A checked `TrainConfig` from a command's parameters (those named after its fields) and `changes`."
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: (v.value if isinstance(v, Enum) else v) for k, v in {**params, **changes}.items() if k in names}
-    if kw.get("labels") is not None:
-        kw["labels"] = str(kw["labels"])
+    for name in ("labels", "weights"):
+        if kw.get(name) is not None:
+            kw[name] = str(kw[name])
     if isinstance(kw.get("classes"), str):
         kw["classes"] = class_list(kw["classes"])
     return TrainConfig(**kw)
@@ -89,7 +91,15 @@ DATA_HELP = "digits (default, offline), cifar10, cifar100, an image folder, or a
 
 Data = Annotated[str, typer.Argument(help=DATA_HELP, show_default=True)]
 Arch = Annotated[str, typer.Option("--arch", help="Any timm model (see `fastgr models`).")]
-Pretrained = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from timm's weights.")]
+Pretrained = Annotated[bool, typer.Option(
+    "--pretrained/--no-pretrained", help="Fine-tune timm's pretrained weights: a new head on the pretrained body, "
+                                         "trained alone for --freeze-epochs, then everything (fastai's fine_tune).")]
+Weights = Annotated[Path, typer.Option(
+    "--weights", help="Fine-tune these local weights of --arch instead (a state dict: .pth, .pt or .safetensors); "
+                      "for machines without internet.")]
+FreezeEpochs = Annotated[int, typer.Option(
+    "--freeze-epochs", min=0, show_default=False,
+    help="Epochs training the new head alone before --epochs of the whole model. \\[default: 1 when fine-tuning]")]
 Noise = Annotated[float, typer.Option(
     "--noise", callback=noise_rate, show_default=False,
     help=f"Fraction of training labels to corrupt, in [0, 1). \\[default: {DEMO_NOISE:g} on digits, else 0]")]
@@ -116,6 +126,9 @@ ImgSize = Annotated[int, typer.Option(
     help="Image side. \\[default: digits 16, CIFAR 32, folders the first image's]")]
 AugmentOpt = Annotated[Augment, typer.Option(
     "--augment", show_default=False, help="Training augmentation. \\[default: none on digits, else crop+flip]")]
+InMemoryOpt = Annotated[InMemory, typer.Option(
+    "--in-memory", help="A folder or CSV: decode every image into memory if they fit in 2 GiB (auto), always "
+                        "(yes), or stream the files from disk in worker processes (no).")]
 ValidPct = Annotated[float, typer.Option(
     "--valid-pct", min=0, max=1, callback=finite, help="Held-out fraction of a folder or CSV without its own split.")]
 Classes = Annotated[str, typer.Option("--classes", help="Comma-separated class list of a folder or CSV.")]

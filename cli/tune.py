@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from fastgr.config import LOSSES
 from fastgr.presets import TUNE_GRID
 
 from .base import command, console
@@ -21,7 +22,10 @@ from .options import (
     Device,
     Epochs,
     Eps,
+    FreezeEpochs,
     ImgSize,
+    InMemory,
+    InMemoryOpt,
     Labels,
     Lr,
     Noise,
@@ -35,27 +39,38 @@ from .options import (
     WarmupMode,
     WarmupModeOpt,
     Wd,
+    Weights,
     build_config,
     refuse_ignored,
 )
 from .render import RichReporter, fmt
 
 
-def parse_grid(value: str | None) -> list[tuple[float, ...]] | None:
-    "'0.5,8 1,16,0.5' -> [(0.5, 8.0), (1.0, 16.0, 0.5)]"
+def parse_grid(value: str | None) -> list[tuple[float, ...] | str] | None:
+    "'0.5,8 1,16,0.5 ce' -> [(0.5, 8.0), (1.0, 16.0, 0.5), 'ce']"
     if value is None:
         return None
-    usage = "--grid takes lam,beta or lam,beta,warmup settings separated by spaces, e.g. '0.5,8 1,16,0.5'"
-    try:
-        grid = [tuple(float(x) for x in setting.split(",")) for setting in value.replace(";", " ").split()]
-    except ValueError:
-        raise typer.BadParameter(f"{usage}; got {value!r}") from None
-    if not grid or any(len(g) not in (2, 3) or min(g) < 0 or (len(g) == 3 and g[2] > 1) for g in grid):
-        raise typer.BadParameter(f"{usage} (non-negative; warm-up at most 1); got {value!r}")
+    baselines = [b for b in LOSSES if b != "gr"]
+    usage = (f"--grid takes lam,beta or lam,beta,warmup settings and baseline names ({', '.join(baselines)}) "
+             "separated by spaces, e.g. '0.5,8 1,16,0.5 ce'")
+    grid: list[tuple[float, ...] | str] = []
+    for setting in value.replace(";", " ").split():
+        if setting in baselines:
+            grid.append(setting)
+            continue
+        try:
+            g = tuple(float(x) for x in setting.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"{usage}; got {value!r}") from None
+        if len(g) not in (2, 3) or min(g) < 0 or (len(g) == 3 and g[2] > 1):
+            raise typer.BadParameter(f"{usage} (non-negative; warm-up at most 1); got {value!r}")
+        grid.append(g)
+    if not grid:
+        raise typer.BadParameter(f"{usage}; got {value!r}")
     return grid
 
 
-GRID_DEFAULT = " ".join(",".join(f"{v:g}" for v in setting) for setting in TUNE_GRID)
+GRID_DEFAULT = " ".join(s if isinstance(s, str) else ",".join(f"{v:g}" for v in s) for s in TUNE_GRID)
 
 
 @command(epilog="Example: fastgr tune digits --noise 0.4 --epochs 30 --grid '0.5,8 1,16'\n\n"
@@ -70,6 +85,8 @@ def tune(
                                        help="Fraction of the (noisy) training set held out to score each setting."),
     arch: Arch = DEFAULTS.arch,
     pretrained: Pretrained = DEFAULTS.pretrained,
+    weights: Weights = None,
+    freeze_epochs: FreezeEpochs = DEFAULTS.freeze_epochs,
     noise: Noise = DEFAULTS.noise,
     noise_type: NoiseTypeOpt = NoiseType(DEFAULTS.noise_type),
     labels: Labels = None,
@@ -82,6 +99,7 @@ def tune(
     wd: Wd = DEFAULTS.wd,
     img_size: ImgSize = DEFAULTS.img_size,
     augment: AugmentOpt = DEFAULTS.augment,
+    in_memory: InMemoryOpt = InMemory(DEFAULTS.in_memory),
     valid_pct: ValidPct = DEFAULTS.valid_pct,
     classes: Classes = None,
     seed: Seed = DEFAULTS.seed,
@@ -103,14 +121,17 @@ def tune(
         reporter.stop()
     table = Table(title=f"accuracy on {result['n_holdout']} held-out training labels (noisy), "
                         f"{epochs} epochs each", title_justify="left")
-    for col in ("lam", "beta", "warm-up", "held-out acc", "best epoch acc", "ess", "collapsed epochs", "s"):
+    for col in ("loss", "lam", "beta", "warm-up", "held-out acc", "best epoch acc", "ess", "collapsed epochs", "s"):
         table.add_column(col, justify="right")
+    g = "{:g}"
     for r in result["table"]:
-        chosen = (r["lam"], r["beta"], r["warmup"]) == (result["lam"], result["beta"], result["warmup"])
-        table.add_row(f"{r['lam']:g}", f"{r['beta']:g}", f"{r['warmup']:g}", fmt(r["holdout_acc_noisy"]),
+        key = ("loss", "lam", "beta", "warmup")
+        chosen = [r[k] for k in key] == [result[k] for k in key]
+        table.add_row(r["loss"], fmt(r["lam"], g), fmt(r["beta"], g), fmt(r["warmup"], g), fmt(r["holdout_acc_noisy"]),
                       fmt(r["holdout_acc_noisy_best"]), fmt(r["ess_final"], "{:.3f}"),
                       str(r["emphasis_collapse_epochs"]), f"{r['seconds']:.0f}",
                       style="bold green" if chosen else None)
     console.print(table)
-    console.print(f"chosen: [bold]--lam {result['lam']:g} --beta {result['beta']:g} --warmup {result['warmup']:g}[/]" +
-                  (f" (tune.csv in {out})" if out else ""))
+    chosen = f"--loss {result['loss']}" if result["loss"] != "gr" else \
+        f"--lam {result['lam']:g} --beta {result['beta']:g} --warmup {result['warmup']:g}"
+    console.print(f"chosen: [bold]{chosen}[/]" + (f" (tune.csv in {out})" if out else ""))

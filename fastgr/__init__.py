@@ -33,6 +33,7 @@ _EXPORTS = {
     "report": ["Reporter"],
     "tuning": ["tune_run"],
     "experiment": ["train_run", "correct_run"],
+    "prediction": ["predict_images", "load_run_learner"],
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_LAZY)

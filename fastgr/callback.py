@@ -13,7 +13,7 @@ from fastai.callback.training import GradientAccumulation
 
 from .gradient import NON_FINITE, REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
 from .presets import WARMUP_MODES
-from .telemetry import StatColumns, batch_indices, is_fitting
+from .telemetry import StatColumns, batch_indices, fit_epoch, is_fitting
 
 __all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE", "FIT_COLLAPSE", "COLLAPSE_STEPS",
            "is_starved", "collapsed_epochs"]
@@ -152,10 +152,14 @@ class GRCallback(StatColumns, Callback):
         self._warned = False
 
     def progress(self) -> float:
-        "How far GR has taken over: 0 at the start of training, 1 once the warm-up is over."
+        """How far GR has taken over: 0 at the start of training, 1 once the warm-up is over. Training is the fit,
+        or every fit of a `fit_schedule` (fine-tuning's two): one warm-up over all of them."""
         if self.warmup <= 0:
             return 1.0
-        return min(1.0, getattr(self.learn, "pct_train", 1.0) / self.warmup)
+        learn = self.learn
+        n = getattr(learn, "n_epoch", 1) or 1
+        done = getattr(learn, "fit_offset", 0) + getattr(learn, "pct_train", 1.0) * n
+        return min(1.0, done / (getattr(learn, "total_epochs", None) or n) / self.warmup)
 
     def before_train(self):
         # after fastai's TrainEvalCallback (order -10) has set pct_train to epoch / n_epoch
@@ -194,7 +198,7 @@ class GRCallback(StatColumns, Callback):
         except RuntimeError as e:
             if NON_FINITE not in str(e):
                 raise
-            raise FloatingPointError(f"training diverged at epoch {self.epoch + 1}, batch {self.iter + 1}: "
+            raise FloatingPointError(f"training diverged at epoch {fit_epoch(self.learn) + 1}, batch {self.iter + 1}: "
                                      f"{NON_FINITE}; lower --lr (the learning rate)") from None
         # its gradient w.r.t. pred is exactly G; MixedPrecision/GradientAccumulation rescale it later
         self.learn.loss_grad = (terms.gradient.detach() * pred).sum()
@@ -210,7 +214,7 @@ class GRCallback(StatColumns, Callback):
             "gr_ess": (self._sums["ess"] / self._n_batches).item(),
             "gr_mean_p": (self._sums["p"] / self._n_examples).item(),
         }
-        self.history.append({"epoch": self.epoch, **self.epoch_stats, "steps": self._n_batches,
+        self.history.append({"epoch": fit_epoch(self.learn), **self.epoch_stats, "steps": self._n_batches,
                              "warmed_up": self._warmed_up})
         self._check_collapse()
         if self.record_examples and self._records:
@@ -245,7 +249,7 @@ class GRCallback(StatColumns, Callback):
         return collapsed_epochs(epochs, n_classes, self.ess_threshold, self.fit_threshold, self.collapse_steps)
 
     def _check_collapse(self):
-        # the rule over the epochs since the warm-up ended (in this fit: a second fit warms up again)
+        # the rule over the epochs since the warm-up ended (a second training, not a fit_schedule's, warms up again)
         post: list[dict] = []
         for h in self.history:
             post = post + [h] if h["warmed_up"] else []
@@ -253,12 +257,13 @@ class GRCallback(StatColumns, Callback):
             [(h["gr_ess"], h["gr_mean_p"], h["steps"]) for h in post], self._n_classes)]
         new = [e for e in found if e not in self.collapsed_epochs]
         self.collapsed_epochs.extend(new)
-        if self.epoch in new and not self._warned:
+        epoch = fit_epoch(self.learn)
+        if epoch in new and not self._warned:
             self._warned = True
             ess, mean_p = self.epoch_stats["gr_ess"], self.epoch_stats["gr_mean_p"]
             run = next(k for k in range(1, len(post) + 1) if k == len(post) or post[-k - 1]["epoch"] not in found)
             warnings.warn(
-                f"emphasis collapse: lower beta or lam, or use warm-up (epoch {self.epoch + 1}: the batches' "
+                f"emphasis collapse: lower beta or lam, or use warm-up (epoch {epoch + 1}: the batches' "
                 f"effective sample size averaged {ess:.3f} of the batch, below {self.ess_threshold:g}, while the "
                 f"mean probability of the given labels, {mean_p:.3f}, stayed below {self.fit_threshold:g}x chance, "
                 f"for {run} epochs in a row; lam={self.lam:g}, beta={self.beta:g}); later epochs are "

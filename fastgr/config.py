@@ -16,11 +16,12 @@ from typing import Any
 from .noise import NOISE_TYPES
 from .presets import BUDGET_WARNING, DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS, WARMUP_MODES, Setting, paper_setting
 
-__all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "DEMO_NOISE", "resolve_device", "resolve_settings",
-           "versions"]
+__all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "IN_MEMORY", "DEMO_NOISE", "resolve_device",
+           "resolve_settings", "versions"]
 
 LOSSES = ("gr", "ce", "ls", "gce", "sce")  # GR, then the baselines of `fastgr.losses`
 AUGMENTS = ("crop+flip", "crop", "none")  # pad-and-crop plus flip, the crop alone, nothing (`fastgr.loader`)
+IN_MEMORY = ("auto", "yes", "no")  # hold a folder's or CSV's decoded images in memory: if they fit, always, never
 DEMO_NOISE = 0.4  # digits is the offline demo: by default it trains on 40% symmetric noise
 
 
@@ -30,7 +31,9 @@ class TrainConfig:
 
     data: str = "digits"  # digits, cifar10, cifar100, an image folder or a CSV of path,label[,is_valid]
     arch: str = "cifar_resnet20"  # any timm model name; cifar_resnet20/32/44/56/110 included
-    pretrained: bool = False  # start from timm's pretrained weights
+    pretrained: bool = False  # fine-tune timm's pretrained weights (fastai's body + new head, `fine_tune`'s schedule)
+    weights: str | None = None  # fine-tune these local weights instead (a state dict, .pth or .safetensors)
+    freeze_epochs: int | None = None  # epochs training the new head alone first; None: 1 when fine-tuning, else 0
     noise: float | None = None  # fraction of training labels to corrupt; None: 0.4 on digits, else 0
     noise_type: str = "symmetric"  # symmetric, pairflip or asymmetric
     labels: str | None = None  # a noisy-label CSV from `fastgr noise` to train on instead of drawing noise
@@ -39,12 +42,13 @@ class TrainConfig:
     lam: float | None = None  # emphasis focus parameter; None: the preset's or the fixed default 0.5
     beta: float | None = None  # emphasis spread parameter; None: the preset's or the fixed default 8
     preset: bool = False  # lam and beta from the paper's table by noise rate and class count
-    epochs: int = 30  # training epochs (one-cycle schedule)
+    epochs: int = 30  # training epochs (one-cycle schedule); when fine-tuning, those after unfreezing
     lr: float = 0.1  # peak learning rate of SGD (momentum 0.9)
     bs: int = 128  # batch size
     wd: float = 5e-4  # L2 weight decay
     img_size: int | None = None  # image side; digits 16, CIFAR 32, folders: the first image's size
     augment: str | None = None  # crop+flip, crop or none; digits none, others crop+flip
+    in_memory: str = "auto"  # a folder or CSV: decoded into memory if it fits (auto), always (yes), or streamed (no)
     valid_pct: float = 0.2  # held-out fraction for a folder or CSV without its own split
     classes: tuple[str, ...] | None = None  # class names in label order (folder or CSV)
     seed: int = 0  # seed of the noise draw, the split, the initialisation and the batches
@@ -73,6 +77,7 @@ class TrainConfig:
         if self.noise is not None and not 0 <= self.noise < 1:
             raise ValueError(f"noise rate must be in [0, 1), got {self.noise}")
         for name, value, choices in (("noise type", self.noise_type, NOISE_TYPES), ("loss", self.loss, LOSSES),
+                                     ("in_memory", self.in_memory, IN_MEMORY),
                                      ("warmup mode", self.warmup_mode, WARMUP_MODES)):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -83,6 +88,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.lr <= 0 or self.wd < 0:
             raise ValueError("lr must be > 0 and wd >= 0")
+        if self.freeze_epochs is not None and (isinstance(self.freeze_epochs, bool) or self.freeze_epochs < 0):
+            raise ValueError(f"freeze_epochs must be >= 0, got {self.freeze_epochs}")
+        if self.freeze_epochs and not self.finetune:
+            raise ValueError("--freeze-epochs trains a new head on a pretrained body first: it needs --pretrained or "
+                             "--weights")
         if self.img_size is not None and self.img_size < 4:
             raise ValueError("img_size must be >= 4")
         if not 0 <= self.correct_threshold <= 1:
@@ -117,6 +127,23 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         "A copy with some settings changed, checked again."
         return replace(self, **changes)
+
+    @property
+    def finetune(self) -> bool:
+        "Whether the model starts from pretrained weights (timm's or a file): fastai's body + head, `fine_tune`."
+        return self.pretrained or self.weights is not None
+
+    @property
+    def head_epochs(self) -> int:
+        "Epochs training the new head alone before the whole model: `fine_tune`'s `freeze_epochs`."
+        if self.freeze_epochs is not None:
+            return self.freeze_epochs
+        return 1 if self.finetune else 0
+
+    @property
+    def total_epochs(self) -> int:
+        "Every training epoch: the head's alone, then the whole model's."
+        return self.head_epochs + self.epochs
 
     @property
     def demo(self) -> bool:

@@ -1,8 +1,11 @@
-"""Data sources, decoded once into uint8 tensors (`ImageData`).
+"""Data sources (`ImageData`): decoded once into uint8 tensors, or, too large for that, listed and streamed.
 
 Sources (docs/design.md, "Data sources"): `digits` (scikit-learn's bundled 8x8 digits, offline), `cifar10` and
-`cifar100` (fastai's downloads), an image folder, or a CSV of `path,label[,is_valid]`. `fastgr.loader.TensorDL`
-batches the decoded images on the training device.
+`cifar100` (fastai's downloads), an image folder, or a CSV of `path,label[,is_valid]`. A folder or CSV whose decoded
+images fit `MEMORY_BUDGET` is held in memory and `fastgr.loader.TensorDL` batches it on the training device; a
+larger one (or any, with `in_memory="no"`) keeps only its file list, verified, and `fastgr.stream.StreamDL`
+decodes it in worker processes. Either way every image is resized the same way (`fit_square`): its short side to
+the image size, then the centre square.
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .config import IN_MEMORY
+
 __all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "load_folder", "load_csv",
-           "decode_images", "stratified_split", "IMAGE_EXTENSIONS"]
+           "decode_images", "stratified_split", "fit_square", "find_unreadable", "IMAGE_EXTENSIONS", "IN_MEMORY",
+           "MEMORY_BUDGET"]
+
+# decoded training and held-out images (uint8) a folder or CSV may take in memory under "auto": CIFAR-10 takes
+# 0.18 GB, 100k images at 128 px 4.9 GB; beyond it the files stream from disk (BENCHMARKS.md, "Streamed data")
+MEMORY_BUDGET = 2 * 1024**3
 
 NO_CLASS = "not in a class sub-folder: its class is unknown"  # why an image beside the class folders is skipped
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -26,19 +36,29 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 @dataclass
 class ImageData:
-    "A labelled image classification set, decoded once: uint8 pixels, integer labels, names of both."
+    """A labelled image classification set: uint8 pixels decoded once (`train_x`, `valid_x`), or, streamed, the
+    verified files (`train_paths`, `valid_paths`) with the size and channels they decode to; integer labels and
+    names of both."""
 
     name: str  # where it came from: digits, cifar10, a folder or a CSV
     classes: list[str]  # class names, in label order
-    train_x: Tensor  # (N, C, H, W) uint8
+    train_x: Tensor | None  # (N, C, H, W) uint8; None when streamed
     train_y: Tensor  # (N,) int64: the labels the data came with
-    valid_x: Tensor  # (M, C, H, W) uint8: held-out images, labels assumed clean
+    valid_x: Tensor | None  # (M, C, H, W) uint8: held-out images, labels assumed clean; None when streamed
     valid_y: Tensor  # (M,) int64
     train_items: list[str]  # one name per training image: a path, or e.g. "digits:17"
     valid_items: list[str]  # one name per held-out image
     augment: str = "crop+flip"  # the training augmentation that suits the data: crop+flip, crop or none
     labels_trusted: bool = False  # True for curated benchmarks: their labels count as the truth
     skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable files: (path, reason)
+    train_paths: list[Path] | None = None  # streamed: the training files, in the order of train_y
+    valid_paths: list[Path] | None = None  # streamed: the held-out files
+    size: int | None = None  # streamed: the side every image decodes to
+    n_channels: int | None = None  # streamed: 1 (grayscale) or 3
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train_x is not None
 
     @property
     def n_classes(self) -> int:
@@ -46,16 +66,40 @@ class ImageData:
 
     @property
     def channels(self) -> int:
-        return int(self.train_x.shape[1])
+        return int(self.train_x.shape[1]) if self.in_memory else int(self.n_channels)
 
     @property
     def img_size(self) -> int:
-        return int(self.train_x.shape[-1])
+        return int(self.train_x.shape[-1]) if self.in_memory else int(self.size)
 
-    def channel_stats(self) -> tuple[list[float], list[float]]:
-        "Per-channel mean and standard deviation of the training pixels, in [0, 1] units."
-        x = self.train_x.double().div_(255).transpose(0, 1).reshape(self.channels, -1)
+    def channel_stats(self, sample: int = 512) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation of the training pixels, in [0, 1] units: of all of them, or,
+        streamed, of `sample` training images drawn with a fixed seed."""
+        x = self.train_x
+        if x is None:
+            pick = np.random.default_rng(0).permutation(len(self.train_paths))[:sample]
+            x = decode_images([self.train_paths[i] for i in sorted(pick)], (self.size, self.size), self.channels)
+        x = x.double().div_(255).transpose(0, 1).reshape(self.channels, -1)
         return x.mean(1).tolist(), x.std(1).clamp_min(1e-3).tolist()
+
+    def holdout(
+        self,
+        held: np.ndarray,  # (N,) bool: the training examples to hold out
+        held_y: np.ndarray,  # (N,) the labels the held-out ones keep (the noisy ones, when tuning)
+        name: str,  # the new set's name
+    ) -> ImageData:
+        "A training set of the examples not `held`, held out against the `held` ones: the tuner's split."
+        keep = ~held
+
+        def pick(seq, mask):
+            return None if seq is None else [v for v, m in zip(seq, mask) if m]
+
+        return replace(
+            self, name=name, train_x=None if self.train_x is None else self.train_x[keep], train_y=self.train_y[keep],
+            valid_x=None if self.train_x is None else self.train_x[held],
+            valid_y=torch.as_tensor(np.asarray(held_y)[held]), train_items=pick(self.train_items, keep),
+            valid_items=pick(self.train_items, held), skipped=[], train_paths=pick(self.train_paths, keep),
+            valid_paths=pick(self.train_paths, held))
 
 
 # -- sources ------------------------------------------------------------------------------------------
@@ -159,6 +203,19 @@ def to_mode(im, mode: str):
     return im if im.mode == mode else im.convert(mode)
 
 
+def fit_square(
+    im,  # a PIL image
+    size: int,  # the side of the result
+):
+    """The resize policy of every path, in memory or streamed, training or predicting: the short side scaled to
+    `size` (bilinear), then the centre square; a square image is only resized. Training crops and flips come after."""
+    from PIL import Image, ImageOps
+
+    if im.size == (size, size):
+        return im
+    return ImageOps.fit(im, (size, size), Image.BILINEAR)
+
+
 def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
     "Decode and resize images in threads; a file that fails gives None and its reason."
     from PIL import Image
@@ -168,9 +225,7 @@ def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[n
     def one(p: Path):
         try:
             with Image.open(p) as im:
-                im = to_mode(im, mode)
-                if im.size != (img_size, img_size):
-                    im = im.resize((img_size, img_size), Image.BILINEAR)
+                im = fit_square(to_mode(im, mode), img_size)
                 a = np.asarray(im, dtype=np.uint8)
             return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), ""
         except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
@@ -201,7 +256,9 @@ def decode_images(
             with Image.open(it) as im:
                 it = to_mode(im, mode).copy()  # its pixels, read before the file closes
         im = to_mode(it, mode)
-        if im.size != (size[1], size[0]):
+        if size[0] == size[1]:
+            im = fit_square(im, size[0])
+        elif im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
         out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
@@ -221,8 +278,28 @@ def _first_size(paths: Sequence[Path]) -> tuple[int, int]:
     return 32, 3
 
 
+def find_unreadable(paths: Sequence[Path], channels: int) -> list[str]:
+    """Why each file cannot be decoded ("" where it can), found in threads without keeping any pixels: a JPEG is
+    decoded at 1/8 of its size (PIL's draft mode, as fastai's `verify_images` does), anything else in full."""
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+
+    def one(p: Path) -> str:
+        try:
+            with Image.open(p) as im:
+                im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+                to_mode(im, mode).load()
+            return ""
+        except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
+            return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, paths))
+
+
 def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, classes: list[str] | None,
-           img_size: int | None, display_root: Path) -> ImageData:
+           img_size: int | None, display_root: Path, in_memory: str = "auto") -> ImageData:
     paths = [p for p, _ in items]
     labels = [c for _, c in items]
     if is_valid.all():
@@ -242,6 +319,10 @@ def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, class
         raise ValueError(f"{name} has {len(classes)} class(es); classification needs at least 2")
     size, channels = _first_size(paths)
     size = img_size or size
+    if in_memory not in IN_MEMORY:
+        raise ValueError(f"unknown in_memory {in_memory!r}; choose one of {', '.join(IN_MEMORY)}")
+    if in_memory == "no" or (in_memory == "auto" and len(paths) * channels * size * size > MEMORY_BUDGET):
+        return _build_streamed(name, paths, labels, lookup, is_valid, classes, size, channels, display_root)
     arrays, reasons = _decode(paths, size, channels)
     skipped = [(str(p), r) for p, a, r in zip(paths, arrays, reasons) if a is None]
     ok = np.array([a is not None for a in arrays], bool)
@@ -263,6 +344,24 @@ def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, class
     return ImageData(name, classes, tx, ty, vx, vy, titems, vitems, "crop+flip", False, skipped)
 
 
+def _build_streamed(name: str, paths: list[Path], labels: list[str], lookup: dict[str, int], is_valid: np.ndarray,
+                    classes: list[str], size: int, channels: int, display_root: Path) -> ImageData:
+    "The files, verified, for `fastgr.stream.StreamDL` to decode batch by batch."
+    reasons = find_unreadable(paths, channels)
+    ok = np.array([not r for r in reasons], bool)
+    skipped = [(str(p), r) for p, r in zip(paths, reasons) if r]
+    y = np.array([lookup[c] for c in labels], np.int64)
+    train, held = np.flatnonzero(~is_valid & ok), np.flatnonzero(is_valid & ok)
+    if len(train) == 0:
+        raise ValueError(f"{name}: no readable training images ({len(skipped)} unreadable)")
+    if len(held) == 0:
+        raise ValueError(f"{name}: no readable held-out images; add a valid/ or test/ folder or raise --valid-pct")
+    return ImageData(name, classes, None, torch.from_numpy(y[train]), None, torch.from_numpy(y[held]),
+                     [_display(paths[i], display_root) for i in train],
+                     [_display(paths[i], display_root) for i in held],
+                     "crop+flip", False, skipped, [paths[i] for i in train], [paths[i] for i in held], size, channels)
+
+
 def _display(p: Path, root: Path) -> str:
     try:
         return p.relative_to(root).as_posix()
@@ -276,6 +375,7 @@ def load_folder(
     valid_pct: float = 0.2,  # held-out fraction when there is a single tree
     seed: int = 0,  # seed of that split
     classes: Sequence[str] | None = None,  # class names in label order; the training folders' names if None
+    in_memory: str = "auto",  # auto (if the decoded images fit MEMORY_BUDGET), yes, or no (streamed)
     **_,
 ) -> ImageData:
     "An image folder: one sub-folder per class (CIFAR-100's coarse/fine nesting gives classes like 'fish/trout')."
@@ -294,7 +394,7 @@ def load_folder(
     else:
         labels = np.array([c for _, c in items])
         is_valid = stratified_split(labels, valid_pct, seed)
-    data = _build(str(root), items, is_valid, classes, img_size, root)
+    data = _build(str(root), items, is_valid, classes, img_size, root, in_memory)
     return replace(data, skipped=loose + data.skipped)
 
 
@@ -304,6 +404,7 @@ def load_csv(
     valid_pct: float = 0.2,  # held-out fraction when there is no is_valid column
     seed: int = 0,  # seed of that split
     classes: Sequence[str] | None = None,  # class names in label order; the training labels, sorted, if None
+    in_memory: str = "auto",  # auto (if the decoded images fit MEMORY_BUDGET), yes, or no (streamed)
     **_,
 ) -> ImageData:
     "A CSV of `path,label[,is_valid]`; every label must be in the class list."
@@ -326,7 +427,7 @@ def load_csv(
         is_valid = frame["is_valid"].map(_truthy).to_numpy(bool)
     else:
         is_valid = stratified_split(frame["label"].astype(str).to_numpy(), valid_pct, seed)
-    return _build(str(path), items, is_valid, classes, img_size, base)
+    return _build(str(path), items, is_valid, classes, img_size, base, in_memory)
 
 
 def _truthy(v) -> bool:
@@ -351,6 +452,7 @@ def load_data(
     valid_pct: float = 0.2,  # held-out fraction for a folder or CSV without its own split
     seed: int = 0,  # seed of that split
     classes: Sequence[str] | None = None,  # class names in label order (folder, CSV)
+    in_memory: str = "auto",  # a folder or CSV: auto (if the decoded images fit MEMORY_BUDGET), yes, no (streamed)
 ) -> ImageData:
     "Load any data source by name or path into an `ImageData`."
     key = str(source)
@@ -358,10 +460,10 @@ def load_data(
         return SOURCES[key](img_size=img_size)
     path = Path(key)
     if path.is_dir():
-        return load_folder(path, img_size, valid_pct, seed, classes)
+        return load_folder(path, img_size, valid_pct, seed, classes, in_memory)
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return load_csv(path, img_size, valid_pct, seed, classes)
+            return load_csv(path, img_size, valid_pct, seed, classes, in_memory)
         raise ValueError(f"{path} is neither a folder nor a .csv file")
     if path.exists():
         raise ValueError(f"{path} is not a regular file or folder")

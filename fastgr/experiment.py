@@ -10,19 +10,16 @@ Nothing here prints: progress goes to a `Reporter`, results to the run folder an
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .config import RunSettings, TrainConfig, gr_setting, preset_note, resolve_device, resolve_settings, versions
 from .correction import correction_report, relabel
 from .data import NO_CLASS, ImageData, load_data
-from .loader import ImageTensors, TensorDL
-from .models import check_arch
+from .models import check_arch, check_model
 from .noise import NoisyLabels, save_labels, training_labels
-from .presets import TUNE_GRID, Setting
+from .prediction import predict_with_learner
+from .presets import TUNE_GRID, UNCOVERED_NOISE_WARNING, Setting
 from .runs import Reporter, RunExistsError, RunFolder
 from .training import PhaseResult, train_phase
 from .tuning import check_grid, tune
@@ -49,8 +46,9 @@ def train_run(
         cfg = TrainConfig.from_dict(saved["config"])
     # every input is checked before the folder is touched
     device = resolve_device(cfg.device)
-    check_arch(cfg.arch, cfg.pretrained)
-    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes)
+    check_arch(cfg.arch, cfg.pretrained and cfg.weights is None)
+    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    check_model(cfg.arch, data.n_classes, data.channels, cfg.pretrained, cfg.weights)
     noisy, truth_known = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
     rate = noisy.realised_rate if truth_known else None
     setting = gr_setting(cfg, rate if (cfg.noise_rate > 0 or cfg.labels) else (0.0 if truth_known else None),
@@ -74,11 +72,19 @@ def train_run(
             folder.write_text("skipped.txt", "".join(f"{p}\t{r}\n" for p, r in data.skipped))
         if tuning:
             tuned = tune(folder, cfg, data, noisy, truth_known, grid, reporter, resume)
-            setting = Setting(tuned["lam"], tuned["beta"], f"tuned on {cfg.tune_holdout:.0%} of the noisy training "
-                                                           f"labels (tune.csv)", tuned["warmup"])
-            reporter.note(f"tuned: lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g}")
+            if tuned.get("loss", "gr") == "gr":
+                setting = Setting(tuned["lam"], tuned["beta"], f"tuned on {cfg.tune_holdout:.0%} of the noisy "
+                                  "training labels (tune.csv)", tuned["warmup"])
+                reporter.note(f"tuned: lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g}")
+            else:  # the held-out noisy labels preferred a baseline: the run trains with it, not with GR
+                cfg, setting = cfg.replace(loss=tuned["loss"], mixup=0.0), None
+                reporter.note(f"tuned: {tuned['loss']} scored best on the held-out noisy labels; training with it, "
+                              "not GR (tune.csv)", "warn")
         if cfg.preset and setting is not None:
             reporter.note(preset_note(setting), "warn")
+            kind = str(noisy.noise_type) if cfg.labels else cfg.noise_type  # a labels file says what it holds
+            if not kind.startswith("symmetric"):
+                reporter.note(UNCOVERED_NOISE_WARNING.format(kind=kind), "warn")
         if cfg.amp and device.type != "cuda":
             reporter.note("--amp needs CUDA; training in float32 on the CPU", "warn")
         resolved = resolve_settings(cfg, device, data, setting)
@@ -137,36 +143,6 @@ def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfi
     }
 
 
-def predict_with_learner(
-    path: str | Path,  # an exported learner (`learner.pkl` of a run folder)
-    data: ImageData,  # data of the kind it was trained on
-    device: str | torch.device = "cpu",  # where to predict
-    x: torch.Tensor | None = None,  # (N, C, H, W) uint8 images; the training images of `data` if None
-) -> torch.Tensor:  # (N, C) float32 class probabilities
-    "Class probabilities from a run's exported learner, without augmentation."
-    from fastai.learner import load_learner
-
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            learn = load_learner(path, cpu=torch.device(device).type == "cpu")
-    except Exception as e:  # noqa: BLE001 - any unreadable file means the same fix
-        raise ValueError(f"{path} is not a readable exported learner ({type(e).__name__}); train the run again "
-                         "with --overwrite") from None
-    template = learn.dls.train
-    if not isinstance(template, TensorDL):
-        raise ValueError(f"{path} was not exported by fastgr train")
-    x = data.train_x if x is None else x
-    if tuple(x.shape[1:2]) != tuple(template.x.shape[1:2]):
-        raise ValueError(f"the data has {x.shape[1]} channel(s); the model expects {template.x.shape[1]}")
-    dl = template.new(ImageTensors(x, torch.zeros(len(x), dtype=torch.long)), shuffle=False, drop_last=False,
-                      augment="none", bs=max(template.bs, 256), device=device)
-    with learn.no_bar(), learn.no_logging():
-        probs, _ = learn.get_preds(dl=dl)
-    return probs.float()
-
-
 def correct_run(
     run_dir: str | Path,  # a finished `fastgr train` run folder
     data: str | Path | None = None,  # data to relabel; the run's own training data if None
@@ -189,7 +165,8 @@ def correct_run(
         if p.exists() and not overwrite:
             raise RunExistsError(f"{p} exists; pass --overwrite to replace it")
     own = data is None or str(data) == str(cfg.data)
-    loaded = load_data(cfg.data if own else data, saved["data"]["img_size"], cfg.valid_pct, cfg.seed, cfg.classes)
+    loaded = load_data(cfg.data if own else data, saved["data"]["img_size"], cfg.valid_pct, cfg.seed, cfg.classes,
+                       cfg.in_memory)
     if loaded.classes != saved["data"]["classes"]:
         raise ValueError(f"the data's classes ({len(loaded.classes)}) differ from the run's "
                          f"({len(saved['data']['classes'])})")

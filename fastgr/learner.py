@@ -18,16 +18,17 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AvgMetric
 from fastai.optimizer import SGD
+from fastai.torch_core import trainable_params
 from torch import nn
 
 from .callback import GRCallback
 from .config import LOSSES
 from .losses import baseline_loss
-from .models import create_model
+from .models import create_finetune_model, create_model
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
-from .telemetry import FitMonitor
+from .telemetry import FitMonitor, fit_epoch
 
-__all__ = ["gr_learner", "SeedEpoch", "test_acc", "predict_probs"]
+__all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs"]
 
 
 def test_acc(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,48 @@ class SeedEpoch(Callback):
 
     def before_train(self):
         if hasattr(self.learn.dl, "set_epoch"):
-            self.learn.dl.set_epoch(self.epoch)
+            self.learn.dl.set_epoch(fit_epoch(self.learn))
+
+
+def _freeze_to(learn: Learner, n: int, clear: bool) -> None:
+    "`Learner.freeze_to(n)`, which also empties the optimiser's state: not when a resumed fit has just loaded it."
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.freeze_to(n)
+    if clear:
+        learn.opt.clear_state()
+
+
+def fit_schedule(
+    learn: Learner,  # from `gr_learner`
+    epochs: int,  # epochs of the whole model (after the head's, when fine-tuning)
+    lr: float,  # peak learning rate (of the head, when fine-tuning)
+    finetune: bool = False,  # fastai's `fine_tune`: the head alone, then everything with discriminative rates
+    freeze_epochs: int = 1,  # when fine-tuning: the head's epochs
+    start_epoch: int = 0,  # epochs already trained (a resumed run), counted over the whole training
+) -> None:
+    """`fit_one_cycle(epochs, lr)`; or, fine-tuning, what `Learner.fine_tune` does: `freeze_epochs` of the new head
+    (and batch-norm) alone, then `epochs` of the whole model at `slice(lr / 200, lr / 2)`. The two fits are one
+    training for the callbacks: while they run, `learn.fit_offset` holds the epochs of the fits before and
+    `learn.total_epochs` every epoch of the training, so GR's warm-up, the collapse rule, the epoch numbers of
+    metrics.csv and the epochs' random draws (`fit_epoch`) run across them."""
+    head = freeze_epochs if finetune else 0
+    learn.total_epochs = head + epochs
+    try:
+        if head and start_epoch < head:
+            learn.fit_offset = 0
+            _freeze_to(learn, -1, clear=start_epoch == 0)
+            learn.fit_one_cycle(head, slice(lr), pct_start=0.99, start_epoch=start_epoch)
+        learn.fit_offset = head
+        start = max(0, start_epoch - head)
+        if finetune:
+            _freeze_to(learn, 0, clear=start_epoch <= head)
+            base = lr / 2  # fastai's fine_tune halves the rate after the head's fit, and gives the body 1/100
+            learn.fit_one_cycle(epochs, slice(base / 100, base), pct_start=0.3, div=5.0, start_epoch=start)
+        else:
+            learn.fit_one_cycle(epochs, lr, start_epoch=start)
+    finally:  # a later fit of the same learner is a training of its own
+        del learn.fit_offset, learn.total_epochs
 
 
 def gr_learner(
@@ -57,7 +99,8 @@ def gr_learner(
     eps: float = REFERENCE_EPS,  # the reference layer's saturation of GR's direction; 0: the bare formula
     n_out: int | None = None,  # classes; `len(dls.vocab)` if None
     in_chans: int | None = None,  # input channels; those of one training batch if None
-    pretrained: bool = False,  # start from timm's pretrained weights
+    pretrained: bool = False,  # fine-tune timm's pretrained weights: fastai's body + new head (`create_finetune_model`)
+    weights: str | None = None,  # ... or these local weights of `arch` (a state dict, .pth or .safetensors)
     lr: float = 0.1,  # the default peak learning rate of `fit_one_cycle`
     wd: float = 5e-4,  # L2 weight decay (SGD, momentum 0.9, not on batch-norm and bias parameters)
     moms: tuple[float, float, float] = (0.9, 0.9, 0.9),  # `fit_one_cycle`'s momentum schedule: constant 0.9
@@ -71,7 +114,8 @@ def gr_learner(
     """A fastai `Learner` that trains as `fastgr train` does: SGD with momentum 0.9 and L2 weight decay,
     cross-entropy as the logged loss, GR's gradient (its `GRCallback`, `learn.gr`; none with `loss="ce"`),
     channels-last and bf16 on CUDA, per-epoch columns of GR's telemetry and of the fit of the given labels (and,
-    given `true_labels`, of the true ones). `learn.fit_one_cycle(epochs)` is then the command's schedule."""
+    given `true_labels`, of the true ones). `fit_schedule(learn, epochs, lr, finetune=pretrained or weights)` is
+    then the command's schedule (`learn.fit_one_cycle(epochs)` from scratch, `fine_tune`'s when fine-tuning)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     device = torch.device(getattr(dls, "device", None) or "cpu")
@@ -82,9 +126,17 @@ def gr_learner(
         if in_chans is None:
             x = dls.train.x if hasattr(dls.train, "x") else dls.one_batch()[0]
             in_chans = int(x.shape[1])
-        model = create_model(arch, n_out, in_chans, pretrained)
+        if pretrained or weights is not None:
+            model = create_finetune_model(arch, n_out, in_chans, weights)
+        else:
+            model = create_model(arch, n_out, in_chans)
     else:
         model = arch
+    splitter = trainable_params
+    if isinstance(arch, str) and (pretrained or weights is not None):
+        from fastai.vision.learner import default_split  # body, head: what `Learner.freeze` needs
+
+        splitter = default_split
     if device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
     callbacks = [SeedEpoch(), FitMonitor(None if true_labels is None else torch.as_tensor(true_labels))]
@@ -100,7 +152,8 @@ def gr_learner(
     loss_func = CrossEntropyLossFlat() if loss == "gr" else baseline_loss(loss)  # GR logs cross-entropy
     return Learner(dls, model, loss_func=loss_func, opt_func=partial(SGD, mom=0.9, decouple_wd=False), lr=lr,
                    metrics=metrics if metrics is not None else [AvgMetric(test_acc)], wd=wd, moms=moms,
-                   wd_bn_bias=False, cbs=callbacks + list(cbs or []))
+                   wd_bn_bias=False, cbs=callbacks + list(cbs or []),
+                   splitter=splitter)
 
 
 def predict_probs(

@@ -301,10 +301,21 @@ def make_dataloaders(
     seed: int = 0,  # seed of shuffling and augmentation
     augment: str | None = None,  # crop+flip, crop or none; the data's own choice if None
     channels_last: bool = False,  # channels-last batches (GPU)
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,  # per-channel (mean, std) in [0, 1] units to
+    # normalise with (a pretrained model's); the data's own if None
 ) -> DataLoaders:
     "fastai `DataLoaders` of a training `TensorDL` (shuffled, augmented) and a held-out one (neither)."
     y = data.train_y if train_y is None else torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    mean, std = data.channel_stats()
+    mean, std = stats if stats is not None else data.channel_stats()
+    if not data.in_memory:  # files streamed from disk (`fastgr.stream`)
+        from .stream import StreamDL, default_workers
+
+        common = dict(vocab=data.classes, size=data.img_size, channels=data.channels, mean=mean, std=std,
+                      device=device, seed=seed, num_workers=default_workers(device))
+        train = StreamDL(list(zip(data.train_paths, y.tolist())), bs=bs, shuffle=True, drop_last=len(y) > bs,
+                         augment=augment or data.augment, **common)
+        valid = StreamDL(list(zip(data.valid_paths, data.valid_y.tolist())), bs=max(bs, 256), **common)
+        return DataLoaders(train, valid, device=device)
     common = dict(mean=mean, std=std, device=device, seed=seed, channels_last=channels_last, vocab=data.classes)
     train = TensorDL(ImageTensors(data.train_x, y), bs, shuffle=True, drop_last=len(y) > bs,
                      augment=augment or data.augment, **common)

@@ -13,7 +13,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import ValueMetric
 
-__all__ = ["StatColumns", "FitMonitor", "batch_indices", "is_fitting", "training_table"]
+__all__ = ["StatColumns", "FitMonitor", "batch_indices", "is_fitting", "fit_epoch", "training_table"]
 
 
 def batch_indices(
@@ -46,6 +46,14 @@ def is_fitting(
     fastai's own test: its validation context turns the progress bar's `create_mbar` off, and `get_preds`
     adds a `gather_preds` callback."""
     return bool(getattr(learn, "create_mbar", True)) and not hasattr(learn, "gather_preds")
+
+
+def fit_epoch(
+    learn,  # a Learner inside a fit
+) -> int:
+    """The epoch being trained, counted over the whole training: the fits of `fastgr.learner.fit_schedule` (the
+    head's, then the whole model's) are one training, and it keeps the epochs of the fits before in `fit_offset`."""
+    return getattr(learn, "fit_offset", 0) + learn.epoch
 
 
 class StatColumns:

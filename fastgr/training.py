@@ -20,12 +20,13 @@ from fastai.torch_core import get_random_states, set_random_states, set_seed
 from .callback import EmphasisCollapseWarning, GRCallback
 from .config import RunSettings, TrainConfig
 from .data import ImageData
-from .learner import gr_learner, predict_probs
+from .learner import fit_schedule, gr_learner, predict_probs
 from .loader import make_dataloaders
+from .models import model_stats
 from .noise import NoisyLabels
 from .report import Reporter
 from .runs import RunFolder
-from .telemetry import FitMonitor
+from .telemetry import FitMonitor, fit_epoch
 
 __all__ = ["PhaseResult", "RunLog", "TrainingDiverged", "train_phase"]
 
@@ -60,6 +61,7 @@ class RunLog(Callback):
         self.rows: list[dict] = []
         self.elapsed = 0.0  # seconds of training, over every session of a resumed run
         self._smooth_loss: tuple | None = None
+        self._restored = 0  # the epoch of the checkpoint restored
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save(self, epoch: int) -> None:
@@ -81,7 +83,7 @@ class RunLog(Callback):
         learn.opt.load_state_dict(state["opt"])
         set_random_states(**state["rng"])
         self.rows, self.elapsed = list(state["rows"]), float(state["elapsed"])
-        self._smooth_loss = state["smooth_loss"]
+        self._smooth_loss, self._restored = state["smooth_loss"], int(state["epoch"])
         for cb in learn.cbs:
             if _stateful(cb) and type(cb).__name__ in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
@@ -89,10 +91,12 @@ class RunLog(Callback):
 
     # -- fastai events ------------------------------------------------------------------------------
     def before_fit(self):
-        # the logged train_loss is a moving average over batches: a resumed run continues it
-        if self._smooth_loss is not None:
+        # the logged train_loss is a moving average over batches, restarted by every fit: a resumed fit continues
+        # it, unless the checkpoint closed the fit before (a fine-tuning cut after its head's epochs)
+        if self._smooth_loss is not None and getattr(self.learn, "fit_offset", 0) < self._restored:
             sl = self.learn.recorder.smooth_loss
             sl.val, sl.count = self._smooth_loss
+        self._smooth_loss = None
 
     def before_epoch(self):
         self.trained = False
@@ -109,7 +113,8 @@ class RunLog(Callback):
         if not self.trained:
             return
         rec = self.learn.recorder
-        row = {"epoch": self.epoch + 1}
+        epoch = fit_epoch(self.learn) + 1  # over the whole training (a fine-tuning's two fits)
+        row = {"epoch": epoch}
         for name, v in zip(rec.metric_names[1:], rec.log[1:]):
             if name != "time":
                 row[name] = None if v is None else float(v)
@@ -121,7 +126,7 @@ class RunLog(Callback):
         self.rows.append(row)
         self.elapsed += row["seconds"]
         self.folder.write_csv("metrics.csv", pd.DataFrame(self.rows))
-        self.save(self.epoch + 1)
+        self.save(epoch)
         self.reporter.epoch(row)
 
 
@@ -168,21 +173,24 @@ def train_phase(
     folder.path.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     device = torch.device(resolved.device)
+    # pretrained weights expect the inputs normalised as they were trained (what `vision_learner` adds)
+    stats = model_stats(cfg.arch) if cfg.finetune and data.channels == 3 else None
     dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, resolved.augment,
-                           channels_last=device.type == "cuda")
+                           channels_last=device.type == "cuda", stats=stats)
     log = RunLog(folder, reporter)
     gr = dict(loss="gr", lam=resolved.lam, beta=resolved.beta, warmup=resolved.warmup,
               warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss=cfg.loss, mixup=cfg.mixup)
-    learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, lr=cfg.lr, wd=cfg.wd,
+    learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, weights=cfg.weights, lr=cfg.lr,
+                       wd=cfg.wd,
                        amp=resolved.amp, true_labels=labels.true if truth_known else None,
                        record_examples=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
-    reporter.phase(name, cfg.epochs, start)
-    if start < cfg.epochs:
+    reporter.phase(name, cfg.total_epochs, start)
+    if start < cfg.total_epochs:
         with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EmphasisCollapseWarning)
             warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
-            learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start)
+            fit_schedule(learn, cfg.epochs, cfg.lr, cfg.finetune, cfg.head_epochs, start_epoch=start)
         for w in caught:  # the reporter (the CLI: in red) and then Python's own warning machinery
             if issubclass(w.category, EmphasisCollapseWarning):
                 reporter.note(str(w.message), "error")

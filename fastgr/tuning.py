@@ -1,7 +1,8 @@
-"""Picking GR's (lam, beta, warm-up) on held-out *noisy* training labels: `tune_run`, `fastgr tune`.
+"""Picking GR's (lam, beta, warm-up), or a baseline, on held-out *noisy* training labels: `tune_run`, `fastgr tune`.
 
-Each setting of a small grid trains on the rest of the training set for the final run's epochs; the best accuracy
-on the held-out part's given labels wins. No clean label is used. docs/design.md ("Tuning") says why and what
+Each candidate of a small grid (GR settings and, by name, baselines such as cross-entropy) trains on the rest of
+the training set for the final run's epochs; the best accuracy on the held-out part's given labels wins. No clean
+label is used. docs/design.md ("Tuning") says why and what
 it measured.
 """
 
@@ -11,11 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .config import RunSettings, TrainConfig, resolve_device
 from .data import ImageData, load_data, stratified_split
-from .models import check_arch
+from .models import check_arch, check_model
 from .noise import NoisyLabels, training_labels
 from .presets import DEFAULT_WARMUP, TUNE_GRID
 from .runs import Reporter, RunFolder
@@ -25,10 +24,17 @@ __all__ = ["tune_run", "tune", "grid_setting", "check_grid"]
 
 
 def grid_setting(
-    g: tuple[float, ...],  # (lam, beta) or (lam, beta, warmup)
+    g: tuple[float, ...] | str,  # (lam, beta) or (lam, beta, warmup) of GR, or a baseline's name ("ce", "gce"...)
     warmup: float | None,  # a warm-up that overrides the setting's own; None keeps it
-) -> tuple[float, float, float]:  # (lam, beta, warmup)
-    "One setting of a tuning grid, its warm-up resolved: a setting without one starts GR at once."
+) -> tuple[float, float, float] | str:  # (lam, beta, warmup), or the baseline's name
+    "One candidate of a tuning grid, a GR setting's warm-up resolved: a setting without one starts GR at once."
+    if isinstance(g, str):
+        from .config import LOSSES
+
+        if g not in LOSSES or g == "gr":
+            raise ValueError(f"a tuning grid names a baseline among {', '.join(LOSSES[1:])}, or gives lam,beta; "
+                             f"got {g!r}")
+        return g
     if len(g) not in (2, 3):
         raise ValueError(f"a tuning grid setting is (lam, beta) or (lam, beta, warmup), got {g}")
     own = float(g[2]) if len(g) == 3 else DEFAULT_WARMUP
@@ -45,7 +51,7 @@ def check_grid(
     out = [grid_setting(g, warmup) for g in grid]
     if not out:
         raise ValueError("the tuning grid is empty")
-    for lam, beta, w in out:
+    for lam, beta, w in (g for g in out if not isinstance(g, str)):
         check_settings(lam, beta)
         if not 0 <= w <= 1:
             raise ValueError(f"a tuning grid's warm-up is a fraction of training in [0, 1], got {w}")
@@ -61,35 +67,35 @@ def tune(
     grid: list[tuple[float, float, float]],  # the resolved settings (`check_grid`)
     reporter: Reporter,  # told of progress
     resume: bool = False,  # a resumed `train --tune`: finished settings are read, the cut one goes on
-) -> dict[str, Any]:  # {"lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
+) -> dict[str, Any]:  # {"loss", "lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
     "Train every setting of `grid` on the rest of the training set; the best held-out noisy accuracy wins."
     if resume and folder.has("tune.json"):
         return folder.read("tune.json")
     held = stratified_split(noisy.given, cfg.tune_holdout, cfg.seed)
     keep = ~held
     # the held-out part keeps its *given* labels: tuning never sees clean labels
-    sub = ImageData(f"{data.name} (tuning split)", data.classes, data.train_x[keep], data.train_y[keep],
-                    data.train_x[held], torch.as_tensor(noisy.given[held]),
-                    [it for it, k in zip(data.train_items, keep) if k],
-                    [it for it, h in zip(data.train_items, held) if h], data.augment, data.labels_trusted)
+    sub = data.holdout(held, noisy.given, f"{data.name} (tuning split)")
     sub_noisy = NoisyLabels(noisy.given[keep], noisy.true[keep], noisy.noise_type, noisy.rate, noisy.seed)
     device = resolve_device(cfg.device)
     rows = []
-    for i, (lam, beta, warmup) in enumerate(grid):
-        c = cfg.replace(lam=lam, beta=beta, loss="gr", preset=False, correct=False, tune=False)
+    for i, g in enumerate(grid):
+        loss, (lam, beta, warmup) = (g, (None, None, None)) if isinstance(g, str) else ("gr", g)
+        c = cfg.replace(lam=lam, beta=beta, loss=loss, mixup=0.0, preset=False, correct=False, tune=False)
         resolved = RunSettings(device=str(device), amp=bool(cfg.amp if cfg.amp is not None else device.type == "cuda")
                                and device.type == "cuda", noise=cfg.noise_rate, augment=cfg.augment or data.augment,
-                               img_size=data.img_size, lam=lam, beta=beta, setting_source="tuning grid",
-                               warmup=warmup, warmup_mode=cfg.warmup_mode)
+                               img_size=data.img_size, lam=lam, beta=beta,
+                               setting_source="tuning grid" if loss == "gr" else None, warmup=warmup,
+                               warmup_mode=cfg.warmup_mode if loss == "gr" else None)
+        name = loss if loss != "gr" else f"lam {lam:g}, beta {beta:g}, warm-up {warmup:g}"
         r = train_phase(folder.sub(f"tune/{i:02d}"), c, resolved, sub, sub_noisy, truth_known, reporter,
-                        f"tune {i + 1}/{len(grid)}: lam {lam:g}, beta {beta:g}, warm-up {warmup:g}", light=True,
-                        resume=resume)
-        rows.append({"lam": lam, "beta": beta, "warmup": warmup,
+                        f"tune {i + 1}/{len(grid)}: {name}", light=True, resume=resume)
+        rows.append({"loss": loss, "lam": lam, "beta": beta, "warmup": warmup,
                      "holdout_acc_noisy": r.test_accuracy_final, "holdout_acc_noisy_best": r.test_accuracy_best,
                      "ess_final": r.ess_final, "emphasis_collapse_epochs": r.emphasis_collapse_epochs,
                      "seconds": r.seconds})
     best = max(rows, key=lambda r: r["holdout_acc_noisy"])  # the first of equals
-    result = {"lam": best["lam"], "beta": best["beta"], "warmup": best["warmup"], "holdout": cfg.tune_holdout,
+    result = {"loss": best["loss"], "lam": best["lam"], "beta": best["beta"], "warmup": best["warmup"],
+              "holdout": cfg.tune_holdout,
               "n_holdout": int(held.sum()), "table": rows}
     import pandas as pd
 
@@ -101,21 +107,22 @@ def tune(
 def tune_run(
     cfg: TrainConfig,  # the run to tune: data, labels, model and epoch budget; its lam and beta are ignored
     out: str | Path | None = None,  # a folder for tune.csv and the tuning runs; a temporary one if None
-    grid: list[tuple[float, ...]] | None = None,  # (lam, beta) or (lam, beta, warmup) to try; TUNE_GRID if None
+    grid: list[tuple[float, ...] | str] | None = None,  # (lam, beta[, warmup]) or baseline names; TUNE_GRID if None
     reporter: Reporter | None = None,  # receives progress
     overwrite: bool = False,  # replace an earlier tuning in `out`
-) -> dict[str, Any]:  # {"lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
+) -> dict[str, Any]:  # {"loss", "lam", "beta", "warmup", "holdout", "n_holdout", "table": rows as dicts}
     """Pick GR's (lam, beta) and warm-up on held-out *noisy* training labels: each setting of `grid` trains on
     the rest of the training set for the same epochs as the final run; the best held-out accuracy wins.
     A setting without a warm-up of its own gets `cfg.warmup`, or none; a `cfg.warmup` that is set applies to all."""
     reporter = reporter or Reporter()
     settings = check_grid(grid or TUNE_GRID, cfg.warmup)  # every setting checked before the first trains
     resolve_device(cfg.device)
-    check_arch(cfg.arch, cfg.pretrained)
+    check_arch(cfg.arch, cfg.pretrained and cfg.weights is None)
     folder = RunFolder(out) if out is not None else None
     if folder is not None:
         folder.check(overwrite, resume=False)
-    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes)
+    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    check_model(cfg.arch, data.n_classes, data.channels, cfg.pretrained, cfg.weights)
     noisy, truth_known = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
     if folder is None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -241,6 +241,11 @@ def test_preset_takes_the_papers_setting_and_warns(tmp_path, image_folder):
     assert config["resolved"]["warmup"] == 0.5  # the preset's own warm-up
     assert "30k-iteration schedules" in r.stdout
     assert "preset lam=1, beta=16, warm-up 0.5 from CIFAR-10, r=0.4" in " ".join(r.stdout.split())
+    assert "symmetric noise only" not in " ".join(r.stdout.split())
+    # the paper's tables cover symmetric noise only: pairflip (or a labels file of human noise) is warned about
+    r = run("train", image_folder, "--noise", 0.3, "--noise-type", "pairflip", "--preset", *TINY, "--epochs", 1,
+            "--out", tmp_path / "pairflip")
+    assert "measured with symmetric noise only; for pairflip noise" in " ".join(r.stdout.split())
     out2 = tmp_path / "given"
     run("train", image_folder, "--lam", 2, "--beta", 3, *TINY, "--out", out2)
     summary, _, config = read_run(out2)

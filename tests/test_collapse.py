@@ -180,6 +180,37 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
     assert json.loads((tmp_path / "tune" / "tune.json").read_text())["lam"] == 0.5
 
 
+def test_tuning_chooses_cross_entropy_where_the_held_out_labels_say_gr_loses(tmp_path, monkeypatch):
+    """A grid of a starving GR setting and CE (digits, 40% noise): the tuner picks CE, and `train --tune` then
+    trains with CE, not GR, and says so."""
+    import fastgr.experiment
+    from fastgr import TrainConfig, train_run, tune_run
+
+    cfg = TrainConfig(data="digits", noise=0.4, epochs=4, img_size=8, tune_holdout=0.25)
+    result = tune_run(cfg, tmp_path / "tune", grid=[(0.0, 1000.0, 0.0), "ce"])
+    table = pd.read_csv(tmp_path / "tune" / "tune.csv")
+    assert table["loss"].tolist() == ["gr", "ce"]
+    starved, ce = table.holdout_acc_noisy
+    assert ce > starved + 0.1, table  # measured 0.265 against 0.103
+    assert result["loss"] == "ce" and result["lam"] is None
+    with pytest.raises(ValueError, match="baseline among ce, ls, gce, sce"):
+        tune_run(cfg, grid=[(0.5, 8.0), "focal"])
+
+    monkeypatch.setattr(fastgr.experiment, "TUNE_GRID", ((0.0, 1000.0, 0.0), "ce"))
+    notes = []
+
+    class Notes(fastgr.Reporter):
+        def note(self, text, level="info"):
+            notes.append(text)
+
+    summary = train_run(cfg.replace(tune=True), tmp_path / "run", reporter=Notes())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert summary["loss"] == "ce" and summary["lam"] is None and config["resolved"]["lam"] is None
+    assert any("ce scored best on the held-out noisy labels" in n for n in notes)
+    # the final run is CE's: no GR telemetry in its table
+    assert "gr_ess" not in pd.read_csv(tmp_path / "run" / "metrics.csv").columns
+
+
 def test_the_warmup_comes_with_the_setting_unless_given():
     from fastgr.config import TrainConfig
     from fastgr.config import gr_setting as _gr_setting
@@ -213,8 +244,10 @@ def test_grid_option_parses_pairs_and_triples():
     from fastgr.presets import TUNE_GRID
 
     assert parse_grid("0.5,8 1,16,0.5") == [(0.5, 8.0), (1.0, 16.0, 0.5)]
-    assert parse_grid(GRID_DEFAULT) == [tuple(g) for g in TUNE_GRID]
-    for bad in ("0.5,x", "0.5", "1,16,0.5,2", "1,16,1.5", "-1,8"):
+    assert parse_grid("0.5,8 ce gce") == [(0.5, 8.0), "ce", "gce"]
+    assert parse_grid(GRID_DEFAULT) == [g if isinstance(g, str) else tuple(g) for g in TUNE_GRID]
+    assert "ce" in TUNE_GRID  # cross-entropy is always a candidate
+    for bad in ("0.5,x", "0.5", "1,16,0.5,2", "1,16,1.5", "-1,8", "gr", "focal"):
         with pytest.raises(typer.BadParameter, match="--grid takes lam,beta or lam,beta,warmup"):
             parse_grid(bad)
 
@@ -237,7 +270,7 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     chosen = json.loads((out / "tune.json").read_text())
     assert (config["resolved"]["lam"], config["resolved"]["beta"], config["resolved"]["warmup"]) == (
         chosen["lam"], chosen["beta"], chosen["warmup"])
-    assert config["resolved"]["setting_source"].startswith("tuned")
+    assert chosen["loss"] != "gr" or config["resolved"]["setting_source"].startswith("tuned")
     # digits in batches of 64: 22 steps an epoch, so the starved run passes COLLAPSE_STEPS (100) in epoch 5
     r = runner.invoke(app, ["train", "digits", "--lam", "0", "--beta", "1000", "--warmup", "0", "--noise", "0.4",
                             "--epochs", "10", "--img-size", "8", "--bs", "64", "--out", str(tmp_path / "starved")])

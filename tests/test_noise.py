@@ -79,7 +79,8 @@ def test_paper_settings_by_noise_and_classes():
     assert paper_setting(0.8, 2)[:2] == (2.0, 12.0)
     assert paper_setting(0.4, 100)[:2] == (0.4, 6.0)
     assert paper_setting(0.6, 200)[:2] == (0.5, 8.0)
-    assert paper_setting(0.0, 100)[:2] == (0.3, 6.0)  # nearest CIFAR-100 row
+    assert paper_setting(0.0, 100)[:2] == (0.0, 2.0)  # CIFAR-100's clean row (Table 2)
+    assert paper_setting(0.15, 100)[:2] == (0.3, 6.0)  # the nearest row
     assert paper_setting(None, 10) == FIXED_DEFAULT
     with pytest.raises(ValueError):
         paper_setting(1.2, 10)

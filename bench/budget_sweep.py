@@ -1,0 +1,152 @@
+r"""GR against cross-entropy and the usual baselines as the training budget grows: the memorisation regime.
+
+    python3 ../shared/tools/unpack_cifar10.py .data/cifar5k --train 500 --test 100
+    python3 ../shared/tools/cifar10n_labels.py .data/cifar5k --key random_label1 --train 500 \
+        --out .data/c10n_random1.csv
+    python3 ../shared/tools/cifar10n_labels.py .data/cifar5k --key aggre_label --train 500 --out .data/c10n_aggre.csv
+    uv run python bench/budget_sweep.py --case cifar5k_sym40 --epochs 120 --columns ce gr preset --keep runs/sweep
+    uv run python bench/budget_sweep.py --table      # print the results table of BENCHMARKS.md, train nothing
+    uv run python bench/budget_sweep.py --figure docs/budget_sweep.png
+
+Every run is one `train_run` (what `fastgr train` does) with the protocol of bench/cifar_budget.py: CIFAR
+ResNet-20, pad-crop-flip, SGD one-cycle (max lr 0.1, momentum 0.9, L2 5e-4), batch 128, seed 0; the digits case
+uses `fastgr train`'s own defaults. A column is one flag of the CLI (`COLUMNS`). Results, with each run's per-epoch
+test accuracy and fit of the given and of the true labels, are merged into bench/results/budget_sweep.json under
+`CASE/EPOCHS/COLUMN` as runs finish; with --keep an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from fastgr import RunFolder, TrainConfig, train_run
+from fastgr.config import versions
+
+CIFAR = dict(data=".data/cifar5k", arch="cifar_resnet20", lr=0.1, bs=128, wd=5e-4, augment="crop+flip", seed=0)
+CASES = {  # key: (row label, config)
+    "digits40": ("digits, 40% symmetric", dict(data="digits")),
+    "cifar5k_sym40": ("CIFAR-5k, 40% symmetric", dict(CIFAR, noise=0.4, noise_type="symmetric")),
+    "cifar5k_pair30": ("CIFAR-5k, 30% pairflip", dict(CIFAR, noise=0.3, noise_type="pairflip")),
+    "c10n_random1": ("CIFAR-10N random_label1 (17%) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_random1.csv")),
+    "c10n_aggre": ("CIFAR-10N aggre_label (9%) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_aggre.csv")),
+}
+COLUMNS = {  # key: (column label, the flags that differ from the case's)
+    "ce": ("CE", dict(loss="ce")),
+    "ls": ("LS", dict(loss="ls")),  # fastai's LabelSmoothingCrossEntropyFlat, eps 0.1
+    "gce": ("GCE", dict(loss="gce")),  # q = 0.7
+    "sce": ("SCE", dict(loss="sce")),  # alpha 0.1, beta 1 (Wang et al. 2019's CIFAR-10 setting)
+    "mixup": ("MixUp", dict(loss="ce", mixup=0.4)),  # fastai's MixUp at its default alpha
+    "gr": ("GR defaults", dict()),
+    "preset": ("GR --preset", dict(preset=True)),
+    "tune": ("GR --tune", dict(tune=True)),
+}
+CURVES = ("test_acc", "train_acc_given", "train_acc_true")
+OUT = Path("bench/results/budget_sweep.json")
+
+
+def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) -> dict:
+    "Train one cell (resuming a kept, interrupted one) and return its summary with per-epoch curves."
+    flags = {**CASES[case][1], **COLUMNS[column][1]}
+    if epochs is not None:
+        flags["epochs"] = epochs
+    cfg = TrainConfig(**flags)
+    out = root / case / str(cfg.epochs) / column
+    resume = keep and (out / "checkpoint.pth").exists() and not (out / "summary.json").exists()
+    t0 = time.perf_counter()
+    s = train_run(cfg, out, overwrite=not resume, resume=resume)
+    s["wall_seconds"] = time.perf_counter() - t0
+    s["seconds"] = RunFolder(out).training_seconds()
+    s["epochs"] = cfg.epochs
+    s["flags"] = {k: v for k, v in flags.items() if k not in CIFAR or k == "data"}
+    m = pd.read_csv(out / "metrics.csv")
+    s["curves"] = {c: [round(float(v), 4) for v in m[c]] for c in CURVES if c in m}
+    return s
+
+
+def cell(r: dict | None) -> str:
+    "Final test accuracy (best epoch in brackets)."
+    return "-" if r is None else f"{r['test_accuracy_final']:.3f} ({r['test_accuracy_best']:.3f})"
+
+
+def table(rows: dict) -> str:
+    "The results table: one row per case and budget, one column per method."
+    lines = ["| case | epochs | " + " | ".join(c[0] for c in COLUMNS.values()) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    keys = sorted({k.rsplit("/", 1)[0] for k in rows}, key=lambda k: (list(CASES).index(k.split("/")[0]),
+                                                                    int(k.split("/")[1])))
+    for ce in keys:
+        case, epochs = ce.split("/")
+        lines.append(f"| {CASES[case][0]} | {epochs} | " +
+                     " | ".join(cell(rows.get(f"{ce}/{c}")) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def figure(rows: dict, path: Path, case: str = "cifar5k_sym40") -> None:
+    "Per-epoch test accuracy (solid) and fit of the given labels (dashed), one panel per budget."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted({int(k.split("/")[1]) for k in rows if k.startswith(case + "/")})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4), squeeze=False, sharey=True)
+    for ax, b in zip(axes[0], budgets):
+        for i, (col, (label, _)) in enumerate(COLUMNS.items()):
+            r = rows.get(f"{case}/{b}/{col}")
+            if r is None:
+                continue
+            x = range(1, len(r["curves"]["test_acc"]) + 1)
+            line, = ax.plot(x, r["curves"]["test_acc"], label=f"{label}: test", color=f"C{i}")
+            ax.plot(x, r["curves"]["train_acc_given"], "--", color=line.get_color(), alpha=0.6)
+        ax.set(title=f"{CASES[case][0]}, {b} epochs", xlabel="epoch", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (solid: clean test; dashed: fit of the given labels)")
+    axes[0][-1].legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=list(CASES), default="cifar5k_sym40")
+    ap.add_argument("--epochs", type=int, nargs="+", default=[None], help="budgets; default: the case's")
+    ap.add_argument("--columns", nargs="+", choices=list(COLUMNS), default=list(COLUMNS))
+    ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here (an interrupted run resumes)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--table", action="store_true", help="train nothing: print the results table")
+    ap.add_argument("--figure", type=Path, default=None, help="train nothing: draw the per-epoch figure here")
+    a = ap.parse_args()
+    results = json.loads(a.out.read_text()) if a.out.exists() else {"meta": {}, "rows": {}}
+    if a.table or a.figure:
+        if a.figure:
+            figure(results["rows"], a.figure)
+        print(table(results["rows"]))
+        return
+    data = CASES[a.case][1].get("data")
+    if data != "digits" and not Path(data, "train").is_dir():
+        raise SystemExit(f"{data}/train missing: see this script's docstring")
+    import torch
+
+    results["meta"] = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "versions": versions(),
+                       "protocol": CIFAR}
+    root = a.keep or Path(tempfile.mkdtemp())
+    for epochs in a.epochs:
+        for col in a.columns:
+            s = run_one(a.case, epochs, col, root, a.keep is not None)
+            results["rows"][f"{a.case}/{s['epochs']}/{col}"] = s
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps(results, indent=1) + "\n")
+            print(a.case, epochs, col, cell(s), f"fit given {s['train_accuracy_given']:.3f}",
+                  f"{s['seconds'] / 60:.1f} min", flush=True)
+    print(table(results["rows"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""`StreamDL`: a fastai `DataLoader` over image files too many to hold in memory, decoded in worker processes.
+
+fastai's own pipeline: a `Datasets` of `(path, class name)` items opens each image (`OpenImage`), the workers
+resize it on the CPU (`fastgr.data.fit_square`: short side, centre square; for training at `PRESIZE` times the
+image size, a random square of it, fastai's `Resize`), and the batch is augmented and normalised on the device
+(fastai's `RandomResizedCropGPU` and `Flip`, `IntToFloatTensor`, `Normalize`): fastai's presizing. Memory holds
+the file list, not the pixels.
+
+As with `TensorDL`, epoch `e`'s order is a function of `(seed, e)` (`set_epoch`); the augmentation draws from the
+random generators that a run's checkpoint saves, so an interrupted run resumes with the same batches.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastai.data.core import Datasets, TfmdDL
+from fastai.data.transforms import Categorize, IntToFloatTensor, ItemGetter, Normalize, ToTensor, Transform
+from fastai.vision.augment import Flip, RandomResizedCropGPU, Resize
+from fastai.vision.core import PILImage, PILImageBW
+
+from .config import AUGMENTS
+
+__all__ = ["StreamDL", "OpenImage", "FitSquare", "PRESIZE", "MIN_SCALE", "default_workers"]
+
+PRESIZE = 1.25  # training images are decoded at this many times the image size, then crops are drawn on the device
+MIN_SCALE = 0.35  # the smallest area of a training crop, as a fraction of the (presized) image
+
+
+def default_workers(device) -> int:
+    "Decoding processes: up to 8 beside a GPU; on a CPU, which trains with the same cores, at most 2."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cpus) if str(device).startswith("cuda") else min(2, max(1, cpus // 2))
+
+
+class OpenImage(Transform):
+    "A file as a fastai `PILImage` (or `PILImageBW`), every PIL mode decoded as the in-memory path does."
+
+    def __init__(
+        self,
+        channels: int = 3,  # 1 (grayscale) or 3 (RGB)
+    ):
+        self.channels = channels
+
+    def encodes(self, path: Path | str):
+        from PIL import Image
+
+        from .data import to_mode
+
+        with Image.open(path) as im:
+            im = to_mode(im, "L" if self.channels == 1 else "RGB")
+            im.load()  # its pixels, read before the file closes
+        return (PILImageBW if self.channels == 1 else PILImage).create(im)
+
+
+class FitSquare(Transform):
+    "`fastgr.data.fit_square` as a fastai item transform: the short side to `size`, then the centre square."
+
+    order = 1  # where fastai's Resize sits: after the image is opened, before ToTensor
+
+    def __init__(
+        self,
+        size: int,  # the side of the result
+    ):
+        self.size = size
+
+    def encodes(self, im: PILImage | PILImageBW):
+        from .data import fit_square
+
+        return type(im).create(fit_square(im, self.size))
+
+
+class StreamDL(TfmdDL):
+    """A fastai `TfmdDL` of image files: opened and resized in `num_workers` processes, augmented and normalised
+    per batch on the device. Yields `(x, y)`, `x` float32 (B, C, size, size) normalised. `new(items)` takes paths
+    to predict; `new(augment="none")` is the same files without augmentation (predicting the training set)."""
+
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, int]],  # (file, label) pairs
+        vocab: Sequence[str],  # class names in label order
+        size: int,  # the side of a batch's images
+        channels: int = 3,  # 1 (grayscale) or 3 (RGB)
+        bs: int = 64,  # batch size
+        shuffle: bool = False,  # a new order every epoch
+        drop_last: bool = False,  # drop the last incomplete batch
+        augment: str = "none",  # crop+flip, crop (random resized crops) or none (the centre square)
+        mean: Sequence[float] = (0.5,),  # per-channel mean, [0, 1] units
+        std: Sequence[float] = (0.25,),  # per-channel standard deviation, [0, 1] units
+        seed: int = 0,  # seed of the epochs' order
+        num_workers: int = 0,  # decoding processes (0: in this one)
+        device=None,  # where batches go and are augmented
+        channels_last: bool = False,  # unused: the batch transforms decide the layout
+        **kwargs,  # fastai's DataLoader arguments (`get_preds` passes some)
+    ):
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
+        self.items = [(Path(p), int(y)) for p, y in items]
+        self.vocab, self.size, self.channels, self.augment = list(vocab), int(size), int(channels), augment
+        self.mean, self.std, self.seed, self.channels_last = [float(v) for v in mean], [float(v) for v in std], \
+            seed, channels_last
+        self.epoch = 0
+        dsets = Datasets([(p, self.vocab[y]) for p, y in self.items],
+                         tfms=[[ItemGetter(0), OpenImage(self.channels)],
+                               [ItemGetter(1), Categorize(vocab=self.vocab, sort=False)]],
+                         do_setup=bool(self.items))  # an export's empty copy has nothing to set up
+        if augment == "none":
+            after_item, crops = [FitSquare(self.size), ToTensor()], []
+        else:  # presizing: a random square a little larger on the CPU, a random resized crop of it on the device
+            after_item = [FitSquare(round(self.size * PRESIZE)), Resize(round(self.size * PRESIZE)), ToTensor()]
+            crops = [RandomResizedCropGPU(self.size, min_scale=MIN_SCALE)]
+            if augment == "crop+flip":
+                crops.append(Flip(p=0.5))
+        stats = (self.mean * self.channels if len(self.mean) == 1 else self.mean,
+                 self.std * self.channels if len(self.std) == 1 else self.std)
+        after_batch = [IntToFloatTensor(), *crops, Normalize.from_stats(*stats, cuda=False)]
+        super().__init__(dsets, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
+                         device=device, after_item=after_item, after_batch=after_batch, **kwargs)
+        if device is not None:
+            self.to(device)  # the normalisation's statistics too
+        if len(self.dataset):
+            # fastai types its batches with one pass when first asked (`n_inp`, at the first training step):
+            # done here, before any epoch, it cannot draw from an epoch's random generators
+            self._one_pass()
+
+    # the settings `new` carries over
+    _settings = ("vocab", "size", "channels", "bs", "shuffle", "drop_last", "augment", "mean", "std", "seed",
+                 "num_workers", "device", "channels_last")
+
+    def set_epoch(self, epoch: int) -> None:
+        "The next pass draws epoch `epoch`'s order."
+        self.epoch = epoch
+
+    def randomize(self):
+        # fastai draws a new order generator from the last one; here it is a function of (seed, epoch)
+        self.rng = random.Random((self.seed * 1_000_003 + self.epoch) % (2**63))
+
+    def after_iter(self):
+        super().after_iter()
+        self.epoch += 1
+
+    def new(self, dataset=None, cls=None, **kwargs) -> StreamDL:
+        """A copy with some settings changed; `dataset` may be image files (or `(file, label)` pairs) to predict.
+        fastai's own `new(dataset=<Datasets>)` (its `test_dl`, an export's `new_empty`) keeps the files."""
+        if dataset is None:
+            items = self.items
+        else:
+            raw = dataset.items if isinstance(dataset, Datasets) else dataset  # fastai's test_set keeps them raw
+            items = [it if isinstance(it, tuple) else (it, 0) for it in raw]
+        settings = {k: getattr(self, k) for k in self._settings}
+        return (cls or type(self))(items, **{**settings, **{k: v for k, v in kwargs.items() if k in settings}})

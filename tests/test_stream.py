@@ -1,0 +1,121 @@
+"""Streamed data (`fastgr.stream.StreamDL`): files decoded by workers as fastai's pipeline does, the same pixels
+as the in-memory path, corrupt files skipped, resume, prediction, and memory that does not grow with the data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fastgr import Reporter, TrainConfig, train_run
+from fastgr.data import load_data
+from tests.conftest import make_image_folder
+from tests.test_experiment import StopAfter, model_state, strip_seconds
+
+
+def mixed_folder(root, n=12, seed=0):
+    "Photos of mixed sizes and aspect ratios, 3 classes, a bright block marking the class."
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("valid", 4)):
+        for c, name in enumerate(("cat", "dog", "owl")):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                w, h = int(rng.integers(20, 48)), int(rng.integers(20, 48))
+                img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+                img[: h // 2, c * w // 3 : (c + 1) * w // 3] = 220
+                Image.fromarray(img).save(d / f"{i:03d}.{'jpg' if i % 2 else 'png'}")
+    return root
+
+
+def test_streamed_batches_hold_the_in_memory_pixels(tmp_path):
+    from fastgr.loader import make_dataloaders
+
+    root = mixed_folder(tmp_path / "photos")
+    mem, disk = load_data(root, img_size=24, in_memory="yes"), load_data(root, img_size=24, in_memory="no")
+    assert mem.in_memory and not disk.in_memory
+    assert disk.train_x is None and len(disk.train_paths) == 36 and disk.img_size == 24 and disk.channels == 3
+    assert mem.train_items == disk.train_items and torch.equal(mem.train_y, disk.train_y)
+    stats = mem.channel_stats()
+    a = make_dataloaders(mem, stats=stats)
+    b = make_dataloaders(disk, stats=stats)
+    xa, ya = a.valid.one_batch()
+    xb, yb = b.valid.new(num_workers=0).one_batch()
+    assert xb.shape == (12, 3, 24, 24) and torch.equal(ya.cpu(), yb.cpu())
+    # one resize policy in both paths: the short side to 24, the centre square (not squashed)
+    torch.testing.assert_close(xa, xb, atol=1e-5, rtol=0)
+    # training batches: random resized crops and flips of the same images, normalised like the rest
+    xt, _ = b.train.new(num_workers=0).one_batch()
+    assert xt.shape == (36, 3, 24, 24) and abs(xt.mean().item()) < 1.0
+
+
+def test_auto_streams_what_does_not_fit_and_skips_corrupt_files(tmp_path, monkeypatch):
+    import fastgr.data
+
+    root = make_image_folder(tmp_path / "imgs", size=16, corrupt=2)
+    assert load_data(root).in_memory
+    monkeypatch.setattr(fastgr.data, "MEMORY_BUDGET", 1000)  # bytes: these 66 images take 50,688
+    streamed = load_data(root)
+    assert not streamed.in_memory
+    assert load_data(root, in_memory="yes").in_memory
+    # corrupt files are skipped and named in both paths, with the same reasons
+    assert [p for p, _ in streamed.skipped] == [p for p, _ in load_data(root, in_memory="yes").skipped]
+    assert len(streamed.skipped) == 2 and len(streamed.train_paths) == 48
+    with pytest.raises(ValueError, match="unknown in_memory"):
+        load_data(root, in_memory="maybe")
+
+
+def test_streamed_run_resumes_to_the_same_files_and_predicts(tmp_path):
+    from fastgr import predict_images
+
+    root = make_image_folder(tmp_path / "imgs", size=16, per_class=16, held_out=6, corrupt=1)
+    cfg = dict(data=str(root), in_memory="no", epochs=3, bs=16, noise=0.25)
+    full = train_run(TrainConfig(**cfg), tmp_path / "full")
+    assert full["skipped_files"] == 1
+    facts = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert facts["config"]["in_memory"] == "no" and facts["data"]["n_train"] == 48
+    with pytest.raises(KeyboardInterrupt):
+        train_run(TrainConfig(**cfg), tmp_path / "cut", reporter=StopAfter(2))
+    resumed = train_run(TrainConfig(), tmp_path / "cut", resume=True, reporter=Reporter())
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in full.items() if k != "seconds"}
+    pd.testing.assert_frame_equal(strip_seconds(pd.read_csv(tmp_path / "cut" / "metrics.csv")),
+                                  strip_seconds(pd.read_csv(tmp_path / "full" / "metrics.csv")))
+    a, b = model_state(tmp_path / "cut" / "learner.pkl"), model_state(tmp_path / "full" / "learner.pkl")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the exported learner of streamed data predicts new files as the run scored its held-out split
+    table = predict_images(tmp_path / "full", [root / "valid"], k=1, device="cpu")
+    acc = (table["class_1"] == table["item"].map(lambda p: p.split("/")[-2])).mean()
+    assert acc == pytest.approx(full["test_accuracy_final"], abs=1e-6)
+
+
+RSS = """
+import resource, sys
+from fastgr import TrainConfig, train_run
+train_run(TrainConfig(data=sys.argv[1], in_memory="no", epochs=1, bs=64, arch="cifar_resnet20", augment="none"),
+          sys.argv[2])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_streamed_memory_does_not_grow_with_the_data(tmp_path):
+    "A small version of bench/stream_memory.py: peak RSS on 1,200 files within 1.2x of that on 120."
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for n in (120, 1200):
+        root = tmp_path / f"n{n}"
+        for i in range(n):
+            d = root / ("train" if i % 6 else "valid") / f"c{i % 3}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.jpg")
+        r = subprocess.run([sys.executable, "-c", RSS, str(root), str(tmp_path / f"run{n}")], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks[n] = int(r.stdout.split()[-1])
+    assert peaks[1200] <= 1.2 * peaks[120], peaks
