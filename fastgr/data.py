@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from .config import IN_MEMORY
 
 __all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "load_folder", "load_csv",
-           "decode_images", "stratified_split", "fit_square", "find_unreadable", "IMAGE_EXTENSIONS", "IN_MEMORY",
-           "MEMORY_BUDGET"]
+           "decode_images", "decode_files", "stratified_split", "fit_square", "find_unreadable", "IMAGE_EXTENSIONS",
+           "IN_MEMORY", "MEMORY_BUDGET"]
 
 # decoded training and held-out images (uint8) a folder or CSV may take in memory under "auto": CIFAR-10 takes
 # 0.18 GB, 100k images at 128 px 4.9 GB; beyond it the files stream from disk (BENCHMARKS.md, "Streamed data")
@@ -216,8 +216,13 @@ def fit_square(
     return ImageOps.fit(im, (size, size), Image.BILINEAR)
 
 
-def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
-    "Decode and resize images in threads; a file that fails gives None and its reason."
+def unreadable_reason(e: BaseException) -> str:
+    "Why a file could not be decoded, in one short line: what skipped.txt and the warnings show."
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+
+
+def decode_files(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
+    "Decode and resize (`fit_square`) image files in threads; a file that fails gives None and its reason."
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
@@ -229,7 +234,7 @@ def _decode(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[n
                 a = np.asarray(im, dtype=np.uint8)
             return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), ""
         except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
-            return None, f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+            return None, unreadable_reason(e)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(one, paths))
@@ -292,7 +297,7 @@ def find_unreadable(paths: Sequence[Path], channels: int) -> list[str]:
                 to_mode(im, mode).load()
             return ""
         except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
-            return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+            return unreadable_reason(e)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, paths))
@@ -323,7 +328,7 @@ def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, class
         raise ValueError(f"unknown in_memory {in_memory!r}; choose one of {', '.join(IN_MEMORY)}")
     if in_memory == "no" or (in_memory == "auto" and len(paths) * channels * size * size > MEMORY_BUDGET):
         return _build_streamed(name, paths, labels, lookup, is_valid, classes, size, channels, display_root)
-    arrays, reasons = _decode(paths, size, channels)
+    arrays, reasons = decode_files(paths, size, channels)
     skipped = [(str(p), r) for p, a, r in zip(paths, arrays, reasons) if a is None]
     ok = np.array([a is not None for a in arrays], bool)
     y = np.array([lookup[c] for c in labels], np.int64)

@@ -119,6 +119,7 @@ def gr_learner(
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     device = torch.device(getattr(dls, "device", None) or "cpu")
+    finetune = isinstance(arch, str) and (pretrained or weights is not None)  # fastai's body + head, fine_tune
     if amp and device.type != "cuda":
         raise ValueError("amp (bf16 mixed precision) needs a CUDA device")
     if isinstance(arch, str):
@@ -126,14 +127,12 @@ def gr_learner(
         if in_chans is None:
             x = dls.train.x if hasattr(dls.train, "x") else dls.one_batch()[0]
             in_chans = int(x.shape[1])
-        if pretrained or weights is not None:
-            model = create_finetune_model(arch, n_out, in_chans, weights)
-        else:
-            model = create_model(arch, n_out, in_chans)
+        model = create_finetune_model(arch, n_out, in_chans, weights) if finetune else create_model(arch, n_out,
+                                                                                                      in_chans)
     else:
         model = arch
     splitter = trainable_params
-    if isinstance(arch, str) and (pretrained or weights is not None):
+    if finetune:
         from fastai.vision.learner import default_split  # body, head: what `Learner.freeze` needs
 
         splitter = default_split

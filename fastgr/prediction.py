@@ -8,14 +8,14 @@ converted and resized as the run's own data was, in chunks, so a folder of any s
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .data import IMAGE_EXTENSIONS, ImageData, decode_images
+from .data import IMAGE_EXTENSIONS, ImageData, decode_files, find_unreadable
 from .loader import ImageTensors, TensorDL
 
 __all__ = ["load_run_learner", "predict_with_learner", "predict_images", "image_files"]
@@ -105,19 +105,6 @@ def image_files(
     return out
 
 
-def _decode_each(paths: Sequence[Path], size: tuple[int, int], channels: int):
-    "Decoded images of the readable paths, their positions, and (path, reason) of the others."
-    arrays, kept, skipped = [], [], []
-    for i, p in enumerate(paths):
-        try:
-            arrays.append(decode_images([p], size, channels))
-            kept.append(i)
-        except Exception as e:  # noqa: BLE001 - an unreadable file is skipped and reported, never a crash
-            skipped.append((str(p), f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"))
-    x = torch.cat(arrays) if arrays else torch.zeros(0, channels, *size, dtype=torch.uint8)
-    return x, kept, skipped
-
-
 def predict_images(
     run: str | Path,  # a finished `fastgr train` run folder (or its learner.pkl)
     items: Iterable[str | Path],  # image files and folders of images
@@ -143,15 +130,14 @@ def predict_images(
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
         if streamed:  # the learner's own loader opens the files; unreadable ones are found first
-            from .data import find_unreadable
-
             reasons = find_unreadable(chunk, c)
             kept = [i for i, r in enumerate(reasons) if not r]
-            skipped.extend((str(chunk[i]), r) for i, r in enumerate(reasons) if r)
             x = [chunk[i] for i in kept]
-        else:
-            x, kept, bad = _decode_each(chunk, (side, side), c)
-            skipped.extend(bad)
+        else:  # decoded (in threads) as the run's own in-memory data was
+            arrays, reasons = decode_files(chunk, side, c)
+            kept = [i for i, r in enumerate(reasons) if not r]
+            x = torch.from_numpy(np.stack([arrays[i] for i in kept])) if kept else None
+        skipped.extend((str(chunk[i]), r) for i, r in enumerate(reasons) if r)
         if not kept:
             continue
         top_p, top_i = _probs(learn, x, device).topk(k, dim=1)

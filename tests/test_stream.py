@@ -91,6 +91,11 @@ def test_streamed_run_resumes_to_the_same_files_and_predicts(tmp_path):
     table = predict_images(tmp_path / "full", [root / "valid"], k=1, device="cpu")
     acc = (table["class_1"] == table["item"].map(lambda p: p.split("/")[-2])).mean()
     assert acc == pytest.approx(full["test_accuracy_final"], abs=1e-6)
+    # and relabels its streamed training files (`fastgr correct`): where the model disagrees with the given label
+    from fastgr import correct_run
+
+    report = correct_run(tmp_path / "full")
+    assert report["relabelled_fraction"] == pytest.approx(1 - full["train_accuracy_given"], abs=1e-9)
 
 
 RSS = """
