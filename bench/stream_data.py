@@ -49,12 +49,17 @@ def make_folder(root: Path, n: int, side: int, seed: int = 0) -> Path:
     return root
 
 
-def memory(sizes: list[int], work: Path) -> dict:
+def memory(sizes: list[int], work: Path, mmap_threshold: int | None = None) -> dict:
+    import os
+
+    env = dict(os.environ)
+    if mmap_threshold is not None:  # glibc: blocks above it are mmap'ed and returned when freed (no heap growth)
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     out = {}
     for n in sizes:
         root = make_folder(work / f"jpeg256_{n}", n, 256)
         r = subprocess.run([sys.executable, "-c", RUN, str(root), str(work / f"run_{n}")], capture_output=True,
-                           text=True, check=True)
+                           text=True, check=True, env=env)
         rss_kb, seconds = r.stdout.split()[-2:]
         out[str(n)] = {"peak_rss_mb": int(rss_kb) / 1024, "seconds": float(seconds)}
         print(n, out[str(n)], flush=True)
@@ -99,11 +104,19 @@ def main() -> None:
     ap.add_argument("--speed-n", type=int, default=2000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/stream_bench"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/stream_data.json"))
+    ap.add_argument("--mmap-threshold", type=int, default=None, help="glibc's MALLOC_MMAP_THRESHOLD_ for the "
+                    "memory runs (fixed: freed blocks above it go back to the system); results under "
+                    "memory_mmap_<BYTES>, merged into --out, no speed run")
     a = ap.parse_args()
     from fastgr.config import versions
 
-    result = {"meta": {"versions": versions(), "command": " ".join(sys.argv)},
-              "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work)}
+    if a.mmap_threshold is not None:  # an extra measurement beside the default allocator's
+        result = json.loads(a.out.read_text()) if a.out.exists() else {}
+        result[f"memory_mmap_{a.mmap_threshold}"] = {"command": " ".join(sys.argv),
+                                                     **memory(a.sizes, a.work, a.mmap_threshold)}
+    else:
+        result = {"meta": {"versions": versions(), "command": " ".join(sys.argv)},
+                  "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
 

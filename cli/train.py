@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from fastgr.ranks import is_main, world_size
+
 from .base import command, console, fail, usage_error
 from .options import (
     DEFAULTS,
@@ -110,6 +112,10 @@ def train(
 
     if resume and out is None:
         usage_error("--resume needs --out, the run folder to continue")
+    if world_size() > 1:  # a launch of several processes (torchrun, accelerate launch)
+        if out is None:
+            usage_error("a launch of several processes needs --out: every process must name the same run folder")
+        console.quiet = not is_main()  # rank 0 reports; the others' errors still show
     if labels is not None and not labels.is_file():
         fail(f"no such labels file: {labels}")
     if out is None:

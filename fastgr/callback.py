@@ -13,6 +13,7 @@ from fastai.callback.training import GradientAccumulation
 
 from .gradient import NON_FINITE, REFERENCE_EPS, check_settings, effective_sample_size, emphasis_spread, gr_terms
 from .presets import WARMUP_MODES
+from .ranks import group_size, world_gather, world_sum
 from .telemetry import StatColumns, batch_indices, fit_epoch, is_fitting
 
 __all__ = ["GRCallback", "EmphasisCollapseWarning", "WARMUP_MODES", "ESS_COLLAPSE", "FIT_COLLAPSE", "COLLAPSE_STEPS",
@@ -55,9 +56,7 @@ def collapsed_epochs(
 
 def _distributed() -> bool:
     "Whether training runs on several torch.distributed ranks (DDP): GR then normalises over the global batch."
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return group_size() > 1
 
 
 def _check_loss(loss) -> None:
@@ -170,6 +169,7 @@ class GRCallback(StatColumns, Callback):
         self._sums: dict[str, torch.Tensor] = {}
         self._n_batches = self._n_examples = self._n_classes = 0
         self._records: list[tuple[torch.Tensor, ...]] = []
+        self._moments: list[torch.Tensor] = []  # per step (sum w, sum w^2, examples), kept under several ranks
         self.epoch_stats = {}
 
     def after_loss(self):
@@ -209,16 +209,25 @@ class GRCallback(StatColumns, Callback):
         # epochs get here (fastai's validate/get_preds fire fit and epoch events too)
         if not self._n_batches:
             return
-        self.epoch_stats = {
-            "gr_spread": (self._sums["spread"] / self._n_batches).item(),
-            "gr_ess": (self._sums["ess"] / self._n_batches).item(),
-            "gr_mean_p": (self._sums["p"] / self._n_examples).item(),
-        }
+        if self._moments:  # several ranks: each step's statistics are those of its global batch
+            m = world_sum(torch.stack(self._moments))  # (steps, 3): sum w, sum w^2, examples, over the ranks
+            ess = m[:, 0].square() / m[:, 1] / m[:, 2]
+            p, n = world_sum(torch.stack([self._sums["p"].double(), self._sums["p"].new_tensor(
+                float(self._n_examples), dtype=torch.float64)])).tolist()
+            self.epoch_stats = {"gr_spread": (1 / ess - 1).mean().item(), "gr_ess": ess.mean().item(),
+                                "gr_mean_p": p / n}
+        else:
+            self.epoch_stats = {
+                "gr_spread": (self._sums["spread"] / self._n_batches).item(),
+                "gr_ess": (self._sums["ess"] / self._n_batches).item(),
+                "gr_mean_p": (self._sums["p"] / self._n_examples).item(),
+            }
         self.history.append({"epoch": fit_epoch(self.learn), **self.epoch_stats, "steps": self._n_batches,
                              "warmed_up": self._warmed_up})
         self._check_collapse()
         if self.record_examples and self._records:
-            cols = [torch.cat(c).cpu().numpy() for c in zip(*self._records)]
+            # every rank's examples (equal shares: `ShardDL`), in rank order
+            cols = [world_gather(torch.cat(c)).cpu().numpy() for c in zip(*self._records)]
             self.examples = pd.DataFrame(dict(zip(("idx", "label", "p", "weight"), cols)))
         self._records = []
 
@@ -277,9 +286,13 @@ class GRCallback(StatColumns, Callback):
             self._sums[key] = self._sums[key] + v if key in self._sums else v
         self._n_batches += 1
         self._n_examples += p.numel()
+        ranks = group_size()
+        if ranks > 1:  # a rank's weights are its share of the global batch's: summed over the ranks at epoch end
+            w64 = w.double()
+            self._moments.append(torch.stack([w64.sum(), w64.square().sum(), w64.new_tensor(float(w.numel()))]))
         if self.record_examples:
             y = self.learn.yb[0]
             idx = batch_indices(self.learn.dl, self.learn.iter, y.shape[0]).to(p.device)
             idx = idx.repeat_interleave(p.numel() // y.shape[0])  # one row per position for (B, C, *) logits
             # weights times the batch size: 1 is an average example, whatever the batch size
-            self._records.append((idx, y.reshape(-1), p, w * w.numel()))
+            self._records.append((idx, y.reshape(-1), p, w * (w.numel() * ranks)))

@@ -9,7 +9,9 @@ Nothing here prints: progress goes to a `Reporter`, results to the run folder an
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from .models import check_arch, check_model
 from .noise import NoisyLabels, save_labels, training_labels
 from .prediction import predict_with_learner
 from .presets import TUNE_GRID, UNCOVERED_NOISE_WARNING, Setting
+from .ranks import check_agree, is_main, processes, world_size
 from .runs import Reporter, RunExistsError, RunFolder
 from .training import PhaseResult, train_phase
 from .tuning import check_grid, tune
@@ -44,6 +47,9 @@ def train_run(
     saved = folder.read("config.json") if resume else None
     if saved is not None:
         cfg = TrainConfig.from_dict(saved["config"])
+        if saved.get("processes", 1) != world_size():  # its global batch was processes x bs
+            raise ValueError(f"the run trained on {saved.get('processes', 1)} process(es); resume it on as many, not "
+                             f"{world_size()}")
     # every input is checked before the folder is touched
     device = resolve_device(cfg.device)
     check_arch(cfg.arch, cfg.pretrained and cfg.weights is None)
@@ -56,10 +62,13 @@ def train_run(
     tuning = cfg.tune and setting is not None and cfg.lam is None and cfg.beta is None
     grid = check_grid(TUNE_GRID, cfg.warmup) if tuning else None
 
-    with folder.open(overwrite=overwrite and not resume):
+    with _share(folder, device, overwrite and not resume) as (folder, device):
+        if not folder.writes:  # a rank after the first: rank 0 reports
+            reporter = Reporter()
+        check_agree("the data and its labels", data.train_items, noisy.given, noisy.true, data.valid_y)
         command = saved.get("command", sys.argv) if saved else sys.argv  # a resumed run keeps its first command
         config = {"config": cfg.to_dict(), "resolved": None, "versions": versions(), "command": command,
-                  "data": _data_facts(data, truth_known)}
+                  "data": _data_facts(data, truth_known), "processes": world_size()}
         if saved is None:  # written first: a `--tune` run cut while tuning resumes from it
             folder.write("config.json", config)
         if data.skipped:
@@ -90,7 +99,8 @@ def train_run(
         resolved = resolve_settings(cfg, device, data, setting)
         if saved is None or saved.get("resolved") is None:
             folder.write("config.json", {**config, "resolved": resolved.to_dict()})
-        save_labels(folder / "labels.csv", noisy, data.classes, data.train_items)
+        if folder.writes:
+            save_labels(folder / "labels.csv", noisy, data.classes, data.train_items)
 
         result = train_phase(folder, cfg, resolved, data, noisy, truth_known, reporter, "train", resume=resume)
         summary: dict[str, Any] = {
@@ -111,6 +121,17 @@ def train_run(
     return summary
 
 
+@contextlib.contextmanager
+def _share(folder: RunFolder, device, overwrite: bool) -> Iterator[tuple[RunFolder, Any]]:
+    """This process's share of a run: launched alone, all of it; as a rank of a launch (torchrun, accelerate), it
+    joins the process group and trains on its own device, rank 0 holding and writing the folder, the others reading
+    it only (a resumed run's checkpoint)."""
+    with processes(device) as dev:
+        mine = folder if is_main() else RunFolder(folder.path, writes=False)
+        with mine.open(overwrite=overwrite):
+            yield mine, dev
+
+
 def _data_facts(data: ImageData, truth_known: bool) -> dict[str, Any]:
     return {"name": data.name, "n_train": len(data.train_y), "n_valid": len(data.valid_y), "classes": data.classes,
             "channels": data.channels, "img_size": data.img_size, "skipped_files": len(data.skipped),
@@ -127,7 +148,8 @@ def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfi
     corrected = relabel(probs, noisy.given, cfg.correct_threshold)
     report = correction_report(noisy.given, corrected, noisy.true if truth_known else None, probs.argmax(1).numpy())
     folder.write("correction.json", report)
-    save_labels(folder / "labels.csv", noisy, data.classes, data.train_items, {"corrected_label": corrected})
+    if folder.writes:
+        save_labels(folder / "labels.csv", noisy, data.classes, data.train_items, {"corrected_label": corrected})
     reporter.note(f"relabelled {report['relabelled']} of {report['n']} training labels "
                   f"({report['relabelled_fraction']:.1%}); retraining from scratch")
     retrain_labels = NoisyLabels(corrected, noisy.true, "corrected", noisy.rate, noisy.seed)

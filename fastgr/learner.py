@@ -18,7 +18,7 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AvgMetric
 from fastai.optimizer import SGD
-from fastai.torch_core import trainable_params
+from fastai.torch_core import set_seed, trainable_params
 from torch import nn
 
 from .callback import GRCallback
@@ -26,6 +26,7 @@ from .config import LOSSES
 from .losses import baseline_loss
 from .models import create_finetune_model, create_model
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
+from .ranks import rank, world_size
 from .telemetry import FitMonitor, fit_epoch
 
 __all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs"]
@@ -38,13 +39,20 @@ def test_acc(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
 
 class SeedEpoch(Callback):
     """Training epoch `e` draws the batches of `(seed, e)` from a loader with `set_epoch` (`TensorDL`), as
-    `DistributedSampler.set_epoch` does: a fit resumed at epoch `e` sees what the uninterrupted one saw."""
+    `DistributedSampler.set_epoch` does: a fit resumed at epoch `e` sees what the uninterrupted one saw.
+
+    Under a launch of several processes every rank also seeds its own random draws (dropout, fastai's batch
+    augmentation) from `(seed, e, rank)`: the ranks' draws differ, and a resumed launch repeats them."""
 
     order = -5  # after fastai's TrainEvalCallback (-10) has set the epoch's state, before the batches
 
     def before_train(self):
+        epoch = fit_epoch(self.learn)
         if hasattr(self.learn.dl, "set_epoch"):
-            self.learn.dl.set_epoch(fit_epoch(self.learn))
+            self.learn.dl.set_epoch(epoch)
+        if world_size() > 1:
+            seed = getattr(self.learn.dls.train, "seed", 0)
+            set_seed((seed * 1_000_003 + epoch) * 7_919 + rank() + 1)
 
 
 def _freeze_to(learn: Learner, n: int, clear: bool) -> None:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from .config import AUGMENTS
+from .ranks import rank
 
 __all__ = ["AUGMENTS", "ImageTensors", "PadCropFlip", "NormalizeBytes", "ClassNames", "TensorDL", "augment_batch",
            "make_dataloaders"]
@@ -233,10 +234,12 @@ class TensorDL(TfmdDL):
     # fastai's DataLoader events
     def before_iter(self):
         super().before_iter()
-        # the order comes from a CPU generator (`get_idxs`), the augmentation from one on the data's device
+        # the order comes from a CPU generator (`get_idxs`), the augmentation from one on the data's device; the
+        # ranks of a launch share the order but each draws its own augmentation
         for tfm in self.after_batch.fs:
             if isinstance(tfm, PadCropFlip):
-                tfm.generator = torch.Generator(device=self.x.device).manual_seed(self._epoch_seed() + 1)
+                seed = (self._epoch_seed() + 1 + 7_919 * rank()) % (2**63)
+                tfm.generator = torch.Generator(device=self.x.device).manual_seed(seed)
 
     def get_idxs(self) -> Tensor:
         "The coming pass's order: a function of `(seed, epoch)`, the same however often it is asked."
@@ -248,12 +251,23 @@ class TensorDL(TfmdDL):
         return ()  # fastai's item-by-item walk through `get_idxs`; `create_batches` slices it whole instead
 
     def create_batches(self, samps):
-        # whole batches sliced from the pass's order (`get_idxs`, or fastai's override of it), moved to the device
-        # once: fastai's item-by-item chunking of `samps` costs more Python per batch than a batch's own work
-        self.epoch_indices = torch.as_tensor(self.get_idxs(), dtype=torch.long)
+        # whole batches sliced from the pass's order, moved to the device once: fastai's item-by-item chunking of
+        # `samps` costs more Python per batch than a batch's own work. The order is this loader's own (`get_idxs`,
+        # or fastai's override of it; `sample` gave nothing), or the indices a wrapper samples from it (a rank's
+        # share under `fastgr.distributed.ShardDL`)
+        own = isinstance(samps, tuple) and not samps
+        self.epoch_indices = torch.as_tensor(self.get_idxs() if own else list(samps), dtype=torch.long)
         order = self.epoch_indices.to(self.x.device)
-        for i in range(len(self)):
+        n = len(order)
+        for i in range(n // self.bs if self.drop_last else -(-n // self.bs)):
             yield self.do_batch(order[i * self.bs : (i + 1) * self.bs])
+
+    def to_detach(self, b, cpu=True, gather=True):
+        # every rank of a launch holds this loader whole (the training one is wrapped by `ShardDL`, which gathers):
+        # predictions and held-out metrics are complete on each, with nothing to gather from the others
+        from fastai.torch_core import to_detach
+
+        return to_detach(b, cpu, gather=False)
 
     def retain(self, res, b):
         return res  # batches are plain tensors: no fastai types to carry over (and ~0.1 ms a batch saved)

@@ -63,9 +63,11 @@ class RunFolder:
         self,
         path: str | Path,  # the folder
         top: RunFolder | None = None,  # the run's own folder, for a phase's sub-folder
+        writes: bool = True,  # False: reads only, every write is skipped (the ranks after the first of a launch)
     ):
         self.path = Path(path)
         self.top = top or self
+        self.writes = writes
         self._created: list[Path] = []
 
     def __repr__(self) -> str:
@@ -76,7 +78,7 @@ class RunFolder:
 
     def sub(self, name: str) -> RunFolder:
         "A phase's sub-folder (`retrain`, `tune/00`): same lock, own files."
-        return RunFolder(self.path / name, top=self.top)
+        return RunFolder(self.path / name, top=self.top, writes=self.writes)
 
     # -- before anything is written -----------------------------------------------------------------
     def check(self, overwrite: bool, resume: bool) -> None:
@@ -98,7 +100,10 @@ class RunFolder:
         """Hold the folder for a run: create it, take its lock, and with `overwrite` remove the older run's files.
 
         On the way out the lock is released; a folder this call created that holds nothing of a run is removed
-        again (a run that failed before writing leaves nothing behind)."""
+        again (a run that failed before writing leaves nothing behind). A folder that only reads is not touched."""
+        if not self.writes:
+            yield self
+            return
         missing = []
         for d in (self.path, *self.path.parents):
             if d.exists():
@@ -183,22 +188,37 @@ class RunFolder:
 
     def write(self, name: str, obj: Any) -> Path:
         "A JSON file, replaced atomically."
+        if not self.writes:
+            return self.path / name
         return write_json(self.path / name, obj)
 
     def write_text(self, name: str, text: str) -> Path:
+        if not self.writes:
+            return self.path / name
         return write_text(self.path / name, text)
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> Path:
+        if not self.writes:
+            return self.path / name
         with atomic_path(self.path / name) as tmp:
             frame.to_csv(tmp, index=False)
         return self.path / name
 
     def save_figure(self, name: str, fig) -> Path:
+        if not self.writes:
+            return self.path / name
         from .plots import save_figure
 
         return save_figure(fig, self.path / name)
 
+    def mkdir(self) -> None:
+        "Create the folder (a phase's sub-folder) if it is missing."
+        if self.writes:
+            self.path.mkdir(parents=True, exist_ok=True)
+
     def save_checkpoint(self, state: dict) -> None:
+        if not self.writes:
+            return
         with atomic_path(self.path / "checkpoint.pth") as tmp:
             torch.save(state, tmp)
 
@@ -213,6 +233,8 @@ class RunFolder:
                              "scratch, or start the run again with --overwrite") from None
 
     def remove(self, name: str) -> None:
+        if not self.writes:
+            return
         with contextlib.suppress(FileNotFoundError):
             (self.path / name).unlink()
 
@@ -220,6 +242,8 @@ class RunFolder:
         """`learner.pkl` for `load_learner`, without the callbacks of type `drop` (bookkeeping of this run)."""
         import warnings
 
+        if not self.writes:
+            return self.path / "learner.pkl"
         keep = [cb for cb in learn.cbs if isinstance(cb, drop)]
         learn.remove_cbs(keep)
         try:

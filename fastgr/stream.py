@@ -134,6 +134,12 @@ class StreamDL(TfmdDL):
         "The next pass draws epoch `epoch`'s order."
         self.epoch = epoch
 
+    def to_detach(self, b, cpu=True, gather=True):
+        # whole on every rank of a launch, as `TensorDL` is: nothing to gather from the others
+        from fastai.torch_core import to_detach
+
+        return to_detach(b, cpu, gather=False)
+
     def randomize(self):
         # fastai draws a new order generator from the last one; here it is a function of (seed, epoch)
         self.rng = random.Random((self.seed * 1_000_003 + self.epoch) % (2**63))

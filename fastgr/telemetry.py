@@ -13,6 +13,8 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import ValueMetric
 
+from .ranks import world_sum
+
 __all__ = ["StatColumns", "FitMonitor", "batch_indices", "is_fitting", "fit_epoch", "training_table"]
 
 
@@ -131,9 +133,13 @@ class FitMonitor(StatColumns, Callback):
 
     def after_train(self):
         if self._n:
-            self.epoch_stats = {"train_acc_given": self._given.item() / self._n}
+            # over every rank of a launch: one all-reduce an epoch (alone, the sums themselves)
+            given = self._given.double()
+            true = given.new_zeros(()) if self._true is None else self._true.double()
+            given, n, true = world_sum(torch.stack([given, given.new_tensor(float(self._n)), true])).tolist()
+            self.epoch_stats = {"train_acc_given": given / n}
             if self._true is not None:
-                self.epoch_stats["train_acc_true"] = self._true.item() / self._n
+                self.epoch_stats["train_acc_true"] = true / n
 
     def after_fit(self):
         self.remove_columns(self.learn)

@@ -24,6 +24,7 @@ from .learner import fit_schedule, gr_learner, predict_probs
 from .loader import make_dataloaders
 from .models import model_stats
 from .noise import NoisyLabels
+from .ranks import rank_device, sharded_training
 from .report import Reporter
 from .runs import RunFolder
 from .telemetry import FitMonitor, fit_epoch
@@ -42,6 +43,11 @@ RESULT_KEYS = ("test_accuracy_final", "test_accuracy_best", "train_accuracy_give
 def _stateful(cb) -> bool:
     # on the class: a fastai Callback answers unknown attributes from its Learner
     return callable(getattr(type(cb), "state_dict", None)) and callable(getattr(type(cb), "load_state_dict", None))
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    "The model itself, out of the DDP wrapper a launch of several processes fits it in."
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 class RunLog(Callback):
@@ -65,11 +71,13 @@ class RunLog(Callback):
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save(self, epoch: int) -> None:
+        if not self.folder.writes:  # a rank after the first: rank 0 saves what every rank holds
+            return
         learn = self.learn
         sl = learn.recorder.smooth_loss
         cbs = {type(cb).__name__: cb.state_dict() for cb in learn.cbs if _stateful(cb)}
         self.folder.save_checkpoint({
-            "epoch": epoch, "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
+            "epoch": epoch, "model": _unwrapped(learn.model).state_dict(), "opt": learn.opt.state_dict(),
             "rng": get_random_states(), "rows": self.rows, "elapsed": self.elapsed,
             "smooth_loss": (sl.val, sl.count), "callbacks": cbs})
 
@@ -170,9 +178,9 @@ def train_phase(
     if resume and folder.has("result.json"):
         folder.remove("checkpoint.pth")  # a kill between the two left it
         return PhaseResult.from_dict(folder.read("result.json"))
-    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
     set_seed(cfg.seed)
-    device = torch.device(resolved.device)
+    device = rank_device(resolved.device)  # cuda:LOCAL_RANK for a rank of a launch
     # pretrained weights expect the inputs normalised as they were trained (what `vision_learner` adds)
     stats = model_stats(cfg.arch) if cfg.finetune and data.channels == 3 else None
     dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, resolved.augment,
@@ -190,7 +198,8 @@ def train_phase(
         with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EmphasisCollapseWarning)
             warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
-            fit_schedule(learn, cfg.epochs, cfg.lr, cfg.finetune, cfg.head_epochs, start_epoch=start)
+            with sharded_training(learn):  # every rank of a launch; alone, as it is
+                fit_schedule(learn, cfg.epochs, cfg.lr, cfg.finetune, cfg.head_epochs, start_epoch=start)
         for w in caught:  # the reporter (the CLI: in red) and then Python's own warning machinery
             if issubclass(w.category, EmphasisCollapseWarning):
                 reporter.note(str(w.message), "error")
@@ -220,7 +229,8 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
         if gr is not None:
             gr.examples = None  # in examples.csv; not part of the model file
         folder.export(learn, drop=(RunLog, FitMonitor))
-        _plots(folder, rows, examples, resolved, truth_known)
+        if folder.writes:
+            _plots(folder, rows, examples, resolved, truth_known)
     log.elapsed += time.perf_counter() - t0
     result = PhaseResult(
         test_accuracy_final=accs[-1] if accs else None, test_accuracy_best=max(accs) if accs else None,

@@ -43,3 +43,24 @@ def run(rank: int, world: int, port: int, x, y, state, lr: float, out: str) -> N
             torch.save({"grad": grad, "weight_sum": weight_sum, "stepped": model2.weight.detach().clone()}, out)
     finally:
         dist.destroy_process_group()
+
+
+def agree(rank: int, world: int, port: int, out: str) -> None:
+    "check_agree on equal and on differing arrays, world_sum and world_gather; rank 0 saves what it saw."
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from fastgr.ranks import check_agree, world_gather, world_sum
+
+        check_agree("the labels", torch.arange(5).numpy(), ["a.png", "b.png"])  # the same everywhere: passes
+        try:
+            check_agree("the labels", torch.arange(5).numpy() + (rank == 1))
+            error = None
+        except RuntimeError as e:
+            error = str(e)
+        total = world_sum(torch.tensor([1.0, rank + 1.0]))
+        gathered = world_gather(torch.full((2,), float(rank)))
+        if rank == 0:
+            torch.save({"error": error, "sum": total, "gathered": gathered}, out)
+    finally:
+        dist.destroy_process_group()

@@ -1,7 +1,9 @@
 """GR under DDP: two CPU processes (gloo) give the single-process gradient of the concatenated batch."""
 
 import socket
+import sys
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -35,3 +37,22 @@ def test_ddp_gradient_equals_the_concatenated_batch(tmp_path):
     assert (halves - expected).abs().max() > 1e-4
     # GRCallback in a fastai Learner around the DDP model: one SGD step moves the weights like the full batch
     torch.testing.assert_close(got["stepped"], state["weight"] - lr * expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ranks_check_that_they_agree_and_sum_and_gather(tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.spawn(ddp_worker.agree, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    assert got["error"] == "the processes disagree on the labels: every rank must see the same files and options"
+    assert got["sum"].tolist() == [2.0, 3.0]
+    assert got["gathered"].tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_a_launch_without_accelerate_names_the_extra(monkeypatch):
+    from fastgr.ranks import processes
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # what an environment without it raises on import
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ImportError, match=r"needs accelerate: pip install 'fastgr\[distributed\]'"):
+        with processes(torch.device("cpu")):
+            pass
