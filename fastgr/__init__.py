@@ -23,6 +23,8 @@ _EXPORTS = {
     "noise": ["NoisyLabels", "add_noise", "symmetric_noise", "pairflip_noise", "asymmetric_noise", "save_labels",
               "load_labels", "training_labels"],
     "correction": ["relabel", "correction_report"],
+    "issues": ["label_issues", "rank_label_issues", "issue_auroc", "estimated_noise_rate"],
+    "dynamics": ["TrainingDynamics", "label_margin"],
     "presets": ["paper_setting"],
     "data": ["ImageData", "load_data"],
     "loader": ["ImageTensors", "TensorDL", "make_dataloaders"],

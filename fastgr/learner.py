@@ -23,6 +23,7 @@ from torch import nn
 
 from .callback import GRCallback
 from .config import LOSSES
+from .dynamics import TrainingDynamics
 from .losses import baseline_loss
 from .models import create_finetune_model, create_model
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
@@ -115,6 +116,7 @@ def gr_learner(
     amp: bool = False,  # bf16 mixed precision (fastai's `MixedPrecision`); needs CUDA
     true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: the fit of them too
     record_examples: bool = False,  # GR keeps (index, label, p, weight) of the last epoch's examples
+    record_dynamics: bool = False,  # every example's AUM and late p of its label (`fastgr.dynamics`), any loss
     metrics=None,  # fastai metrics; `test_acc` (accuracy on the held-out split) if None
     mixup: float = 0.0,  # MixUp's alpha (fastai's MixUp) with a baseline loss; 0: none
     cbs: list[Callback] | None = None,  # more callbacks
@@ -150,6 +152,8 @@ def gr_learner(
     if loss == "gr":
         callbacks.append(GRCallback(lam, beta, record_examples=record_examples, eps=eps, warmup=warmup,
                                     warmup_mode=warmup_mode))
+    if record_dynamics:
+        callbacks.append(TrainingDynamics(len(dls.train.dataset)))
     if mixup:
         if loss == "gr":
             raise ValueError("GR with MixUp is refused: MixUp mixes labels into soft targets; use a baseline loss")

@@ -18,7 +18,7 @@ from .files import atomic_path
 from .gradient import emphasis_focus, weight_curve
 
 __all__ = ["plot_weight_curves", "plot_weight_vs_p", "plot_weights_flipped_clean", "plot_learning_curves",
-           "save_figure"]
+           "plot_label_issues", "save_figure"]
 
 
 def plot_weight_curves(
@@ -104,6 +104,26 @@ def plot_learning_curves(
     a2.set_ylim(0, 1)
     a2.set_title("accuracy")
     a2.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_label_issues(
+    images: np.ndarray,  # (K, H, W) or (K, H, W, 3) uint8: the suspects, most suspect first
+    titles: Sequence[str],  # (K,) one caption each, e.g. "7 -> 1  0.99"
+    cols: int = 8,  # pictures a row
+) -> Figure:
+    "A contact sheet of the most suspect labels: each image with its given -> suggested label and score."
+    k = len(images)
+    rows = max(1, -(-k // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.0 * rows), dpi=90, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, title in zip(axes.ravel(), images, titles):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+    fig.suptitle("label issues: given -> suggested, score", fontsize=9)
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -33,7 +33,7 @@ OWNED_FILES = (
     "config.json", "metrics.csv", "labels.csv", "labels.csv.json", "summary.json", "result.json", "checkpoint.pth",
     "learner.pkl", "examples.csv", "curves.png", "weights_vs_p.png", "weights_flipped_clean.png", "correction.json",
     "skipped.txt", "tune.csv", "tune.json", "labels_corrected.csv", "labels_corrected.csv.json",
-    "labels_corrected.report.json",
+    "labels_corrected.report.json", "label_issues.csv", "label_issues.png",
 )
 OWNED_DIRS = ("retrain", "tune")
 

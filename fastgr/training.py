@@ -20,6 +20,8 @@ from fastai.torch_core import get_random_states, set_random_states, set_seed
 from .callback import EmphasisCollapseWarning, GRCallback
 from .config import RunSettings, TrainConfig
 from .data import ImageData
+from .dynamics import TrainingDynamics
+from .issues import ISSUES_FILE, rank_label_issues
 from .learner import fit_schedule, gr_learner, predict_probs
 from .loader import make_dataloaders
 from .models import model_stats
@@ -191,7 +193,7 @@ def train_phase(
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, weights=cfg.weights, lr=cfg.lr,
                        wd=cfg.wd,
                        amp=resolved.amp, true_labels=labels.true if truth_known else None,
-                       record_examples=not light, cbs=[log])
+                       record_examples=not light, record_dynamics=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
     reporter.phase(name, cfg.total_epochs, start)
     if start < cfg.total_epochs:
@@ -204,11 +206,11 @@ def train_phase(
             if issubclass(w.category, EmphasisCollapseWarning):
                 reporter.note(str(w.message), "error")
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return _finish(folder, learn, log, labels, truth_known, light, resolved)
+    return _finish(folder, learn, log, labels, truth_known, light, resolved, data)
 
 
 def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_known: bool, light: bool,
-            resolved: RunSettings) -> PhaseResult:
+            resolved: RunSettings, data: ImageData) -> PhaseResult:
     t0 = time.perf_counter()
     probs = predict_probs(learn)
     pred = probs.argmax(1).numpy()
@@ -228,7 +230,12 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
             folder.write_csv("examples.csv", examples)
         if gr is not None:
             gr.examples = None  # in examples.csv; not part of the model file
-        folder.export(learn, drop=(RunLog, FitMonitor))
+        dyn = next((cb for cb in learn.cbs if isinstance(cb, TrainingDynamics)), None)
+        if dyn is not None:  # every rank: the sums are added over the ranks
+            aum, mean_p = dyn.values()
+            folder.write_csv(ISSUES_FILE, rank_label_issues(labels.given, probs, aum, mean_p, data.train_items,
+                                                            data.classes, labels.true if truth_known else None))
+        folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics))
         if folder.writes:
             _plots(folder, rows, examples, resolved, truth_known)
     log.elapsed += time.perf_counter() - t0

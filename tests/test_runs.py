@@ -84,7 +84,7 @@ def test_overwrite_replaces_the_whole_previous_run(finished, image_folder):
     assert r.exit_code == 0, r.output
     names = {p.relative_to(finished).as_posix() for p in finished.rglob("*")}
     assert names == {"notes.txt", "config.json", "metrics.csv", "labels.csv", "labels.csv.json", "summary.json",
-                     "result.json", "learner.pkl", "curves.png"}, names
+                     "result.json", "learner.pkl", "curves.png", "label_issues.csv"}, names
     assert (finished / "notes.txt").read_text() == "mine"
     assert json.loads((finished / "summary.json").read_text())["loss"] == "ce"
 
@@ -141,7 +141,7 @@ def same_run(a: Path, b: Path) -> None:
     "The same files, the same numbers: only the seconds differ."
     files = lambda d: {p.relative_to(d).as_posix() for p in d.rglob("*")}  # noqa: E731
     assert files(a) == files(b)
-    for csv in ("metrics.csv", "labels.csv", "examples.csv"):
+    for csv in ("metrics.csv", "labels.csv", "examples.csv", "label_issues.csv"):
         fa, fb = pd.read_csv(a / csv), pd.read_csv(b / csv)
         pd.testing.assert_frame_equal(fa.drop(columns=["seconds"], errors="ignore"),
                                       fb.drop(columns=["seconds"], errors="ignore"))

@@ -1,0 +1,143 @@
+r"""Finding the wrong labels: fastgr's ranking from one run against cleanlab's standard recipe.
+
+    uv run --group bench python bench/label_issues.py --case digits40 [--keep runs/issues]
+    uv run --group bench python bench/label_issues.py --table      # the table of BENCHMARKS.md, train nothing
+
+Per case (the data and noise of bench/budget_sweep.py's cases, its training protocol):
+- fastgr: one `train_run` with GR's defaults (and one with cross-entropy, for fairness: the same callback records
+  its dynamics); the ranking is label_issues.csv's `score` (AUM), the flagged set its `flagged` (AUM < 0);
+- cleanlab 2.x: 5-fold cross-validated `pred_probs` of the same architecture trained with cross-entropy for the
+  same epochs on each 4/5 (fastgr's learner, so the recipe is the same but for the loss);
+  `cleanlab.filter.find_label_issues(labels, pred_probs)` flags, `cleanlab.rank.get_label_quality_scores` (self
+  confidence) ranks, its flagged share is its noise-rate estimate.
+Reported: AUROC of each ranking for the truly wrong labels, precision and recall of each flagged set, the estimate
+of the noise rate against the truth, training cost in images processed. Results merge into
+bench/results/label_issues.json under CASE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fastgr import TrainConfig, train_run
+from fastgr.config import versions
+from fastgr.issues import issue_auroc
+
+FOLDS = 5
+OUT = Path("bench/results/label_issues.json")
+
+
+def _cases() -> dict:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from budget_sweep import CASES
+
+    return {k: v for k, v in CASES.items() if k in ("digits40", "cifar5k_sym40", "cifar5k_pair30", "c10n_random1")}
+
+
+def flagged_stats(flagged: np.ndarray, wrong: np.ndarray) -> dict:
+    return {"estimated_noise_rate": float(flagged.mean()),
+            "precision": float(wrong[flagged].mean()) if flagged.any() else None,
+            "recall": float(flagged[wrong].mean()) if wrong.any() else None}
+
+
+def fastgr_run(cfg: TrainConfig, out: Path, keep: bool) -> dict:
+    if not (keep and (out / "summary.json").exists()):
+        train_run(cfg, out, overwrite=True)
+    f = pd.read_csv(out / "label_issues.csv")
+    wrong, flagged = f["is_wrong"].to_numpy(bool), f["flagged"].to_numpy(bool)
+    s = json.loads((out / "summary.json").read_text())
+    return {"auroc": issue_auroc(f["score"], wrong),
+            "auroc_late_p": issue_auroc(1 - f["mean_p_late"].fillna(f["p_given_final"]), wrong),
+            "auroc_final_p": issue_auroc(1 - f["p_given_final"], wrong), **flagged_stats(flagged, wrong),
+            "true_noise_rate": float(wrong.mean()), "images_processed": cfg.epochs * len(f),
+            "test_accuracy_final": s["test_accuracy_final"], "seconds": s["seconds"]}
+
+
+def cleanlab_cv(cfg: TrainConfig) -> dict:
+    "cleanlab's recipe: out-of-fold pred_probs from cross-entropy on 5 folds, then find_label_issues."
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from fastai.torch_core import set_seed
+
+    from fastgr.config import resolve_device
+    from fastgr.data import load_data
+    from fastgr.learner import fit_schedule, gr_learner
+    from fastgr.loader import make_dataloaders
+    from fastgr.noise import training_labels
+
+    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    noisy, _ = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
+    n, device = len(noisy.given), resolve_device(cfg.device)
+    fold = np.random.default_rng(cfg.seed).permutation(n) % FOLDS
+    probs = np.zeros((n, data.n_classes))
+    t0, seen = time.perf_counter(), 0
+    for k in range(FOLDS):
+        held = fold == k
+        sub = data.holdout(held, noisy.given, f"{data.name} fold {k}")
+        set_seed(cfg.seed + k)
+        dls = make_dataloaders(sub, noisy.given[~held], cfg.bs, device, cfg.seed, cfg.augment or data.augment)
+        learn = gr_learner(dls, cfg.arch, loss="ce", lr=cfg.lr, wd=cfg.wd)
+        with learn.no_bar(), learn.no_logging():
+            fit_schedule(learn, cfg.epochs, cfg.lr)
+            p, _ = learn.get_preds(dl=dls.valid)
+        probs[held] = p.float().numpy()
+        seen += cfg.epochs * int((~held).sum())
+    flagged = find_label_issues(noisy.given, probs)
+    quality = get_label_quality_scores(noisy.given, probs)
+    wrong = noisy.given != noisy.true
+    return {"auroc": issue_auroc(1 - quality, wrong), **flagged_stats(flagged, wrong),
+            "true_noise_rate": float(wrong.mean()), "images_processed": seen,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def table(results: dict) -> str:
+    lines = ["| case | method | AUROC | flagged precision | recall | noise estimate (truth) | images processed |",
+             "|---|---|---|---|---|---|---|"]
+    for case, r in results.items():
+        if case == "meta":
+            continue
+        for name, label in (("fastgr_gr", "fastgr, one GR run"), ("fastgr_ce", "fastgr, one CE run"),
+                            ("cleanlab", f"cleanlab, {FOLDS}-fold CE")):
+            m = r.get(name)
+            if m is None:
+                continue
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            lines.append(f"| {case} | {label} | {fmt(m['auroc'])} | {fmt(m['precision'])} | {fmt(m['recall'])} | "
+                         f"{m['estimated_noise_rate']:.3f} ({m['true_noise_rate']:.3f}) | "
+                         f"{m['images_processed']:,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=sorted(_cases()), default="digits40")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the fastgr runs here (reused if finished)")
+    ap.add_argument("--table", action="store_true", help="print the results table and train nothing")
+    a = ap.parse_args()
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if a.table:
+        print(table(results))
+        return
+    cfg = TrainConfig(**_cases()[a.case][1])
+    root = a.keep or Path(tempfile.mkdtemp(prefix="label_issues_"))
+    r = {"fastgr_gr": fastgr_run(cfg, root / a.case / "gr", a.keep is not None),
+         "fastgr_ce": fastgr_run(cfg.replace(loss="ce"), root / a.case / "ce", a.keep is not None),
+         "cleanlab": cleanlab_cv(cfg)}
+    results["meta"] = {"versions": versions(), "folds": FOLDS}
+    results[a.case] = r
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=1) + "\n")
+    print(table({a.case: r}))
+
+
+if __name__ == "__main__":
+    main()

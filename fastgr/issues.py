@@ -1,0 +1,144 @@
+"""Label issues: every training example ranked by how likely its given label is wrong, from one training run.
+
+A run records each example's training dynamics (`fastgr.dynamics.TrainingDynamics`) and, at its end, the trained
+model's probabilities on the unaugmented training set. `rank_label_issues` turns them into the table of
+`label_issues.csv` (docs/design.md, "Label issues"):
+
+- `score` (higher: more likely wrong) is `1 / (1 + exp(aum))`, the area under the margin (AUM) mapped to (0, 1):
+  0.5 where the given label's logit and the best other one were even on average over training. AUM ranked the
+  wrong labels of digits (40% symmetric) best of the signals a run has (BENCHMARKS.md, "Label issues");
+- `flagged`: the examples whose given label lost to another class on average over training (AUM < 0). Their share
+  is the estimate of the noise rate, which needs no clean labels (`estimated_noise_rate`). It holds where training
+  does not memorise the wrong labels (GR's purpose); a run that memorises them (cross-entropy, long) gives
+  wrong labels a positive margin too, and the estimate falls short;
+- `suggested_label`: the trained model's prediction where it differs from the given label, else its most probable
+  other class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["rank_label_issues", "estimated_noise_rate", "label_issues", "issue_auroc", "issue_summary",
+           "suspect_images"]
+
+ISSUES_FILE = "label_issues.csv"
+
+
+def estimated_noise_rate(
+    aum: np.ndarray | torch.Tensor,  # (N,) area under the margin of every training example (NaN: never trained on)
+) -> float:
+    "The share of training examples whose given label lost to another class on average over training (AUM < 0)."
+    aum = np.asarray(aum, dtype=np.float64)
+    seen = ~np.isnan(aum)
+    return float((aum[seen] < 0).mean()) if seen.any() else 0.0
+
+
+def rank_label_issues(
+    given: np.ndarray,  # (N,) the labels the run trained on
+    probs: np.ndarray | torch.Tensor,  # (N, C) the trained model's probabilities on the training set
+    aum: np.ndarray | torch.Tensor,  # (N,) area under the margin (NaN: never trained on)
+    mean_p: np.ndarray | torch.Tensor,  # (N,) late mean probability of the given label (NaN: never trained on)
+    items: Sequence[str],  # (N,) what each example is: a path, or e.g. "digits:17"
+    classes: Sequence[str],  # class names in label order
+    true: np.ndarray | None = None,  # (N,) the true labels, where known: adds `true_label` and `is_wrong`
+) -> pd.DataFrame:  # one row per training example, most suspect first
+    "The label-issue table of a run: `item`, `given_label`, `suggested_label`, `score`, `flagged`, and the evidence."
+    given = np.asarray(given, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    aum, mean_p = np.asarray(aum, dtype=np.float64), np.asarray(mean_p, dtype=np.float64)
+    n = len(given)
+    if not probs.shape == (n, len(classes)) or len(aum) != n or len(mean_p) != n or len(items) != n:
+        raise ValueError(f"rank_label_issues needs one row per example: {n} labels, probs {probs.shape}, "
+                         f"{len(aum)} AUMs, {len(mean_p)} mean p, {len(items)} items, {len(classes)} classes")
+    p_given = probs[np.arange(n), given]
+    pred = probs.argmax(1)
+    other = probs.copy()
+    other[np.arange(n), given] = -1.0
+    suggested = np.where(pred != given, pred, other.argmax(1))
+    # an example never trained on (a loader that could not name it) has no margin: it scores 0.5 and is not flagged
+    margin = np.nan_to_num(aum, nan=0.0)
+    names = np.asarray(list(classes), dtype=object)
+    frame = pd.DataFrame({
+        "item": list(items), "given_label": names[given], "suggested_label": names[suggested],
+        "score": 0.5 * (1.0 - np.tanh(0.5 * margin)), "flagged": margin < 0, "p_given_final": p_given,
+        "p_suggested": probs[np.arange(n), suggested],
+        "mean_p_late": mean_p, "aum": aum, "index": np.arange(n),
+    })
+    if true is not None:
+        true = np.asarray(true, dtype=np.int64)
+        frame["true_label"] = names[true]
+        frame["is_wrong"] = true != given
+    # most suspect first; ties (e.g. saturated scores) by the margin, then by index: a stable, total order
+    frame = frame.sort_values(["score", "aum", "index"], ascending=[False, True, True], kind="mergesort")
+    return frame.reset_index(drop=True)
+
+
+def issue_auroc(
+    score: np.ndarray,  # (N,) higher: more likely wrong
+    is_wrong: np.ndarray,  # (N,) bool: the label is truly wrong
+) -> float | None:  # None when one of the two groups is empty
+    "The AUROC of a ranking for the truly wrong labels: the chance a wrong label scores above a right one."
+    from scipy.stats import rankdata
+
+    score, is_wrong = np.asarray(score, dtype=np.float64), np.asarray(is_wrong, dtype=bool)
+    pos, neg = int(is_wrong.sum()), int((~is_wrong).sum())
+    if not pos or not neg:
+        return None
+    r = rankdata(score)  # average ranks: ties count one half
+    return float((r[is_wrong].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def label_issues(
+    run_dir: str | Path,  # a finished `fastgr train` run folder
+) -> pd.DataFrame:  # label_issues.csv, most suspect first
+    "A run's label issues, as written when it finished training."
+    path = Path(run_dir) / ISSUES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(2, "no label_issues.csv: not a finished fastgr run (or one from before fastgr "
+                                   "recorded them; train it again)", str(path))
+    return pd.read_csv(path)
+
+
+def issue_summary(
+    issues: pd.DataFrame,  # a label-issue table (`label_issues`)
+) -> dict:
+    "The estimate of the noise rate and, where the truth is known, how well the ranking and the flagged set did."
+    out = {"n": len(issues), "flagged": int(issues["flagged"].sum()),
+           "estimated_noise_rate": float(issues["flagged"].mean()) if len(issues) else 0.0}
+    if "is_wrong" in issues:
+        wrong, flagged = issues["is_wrong"].to_numpy(bool), issues["flagged"].to_numpy(bool)
+        out.update(true_noise_rate=float(wrong.mean()), auroc=issue_auroc(issues["score"], wrong),
+                   precision=float(wrong[flagged].mean()) if flagged.any() else None,
+                   recall=float(flagged[wrong].mean()) if wrong.any() else None)
+    return out
+
+
+def suspect_images(
+    run_dir: str | Path,  # a finished run folder
+    indices: Sequence[int],  # training-set indices (the `index` column)
+) -> np.ndarray:  # (K, H, W) or (K, H, W, 3) uint8, at the run's image size
+    "The training images at `indices`, as the run saw them (its data, decoded or read from their files again)."
+    import json
+
+    from .config import TrainConfig
+    from .data import decode_files, load_data
+
+    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    cfg = TrainConfig.from_dict(saved["config"])
+    size = saved["data"]["img_size"]
+    data = load_data(cfg.data, size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    idx = list(indices)
+    if data.in_memory:
+        x = data.train_x[idx].numpy()
+    else:  # a file gone since training shows as a blank square
+        arrays, _ = decode_files([data.train_paths[i] for i in idx], size, data.channels)
+        blank = np.zeros((data.channels, size, size), dtype=np.uint8)
+        x = np.stack([blank if a is None else a for a in arrays]) if arrays else np.zeros((0, *blank.shape), np.uint8)
+    x = x.transpose(0, 2, 3, 1)
+    return x[..., 0] if x.shape[-1] == 1 else x

@@ -1,0 +1,131 @@
+"""Label issues: per-example training dynamics (AUM, late p) and the report of the labels most likely wrong."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastgr.cli import app
+from typer.testing import CliRunner
+
+from fastgr import TrainConfig, train_run
+from fastgr.dynamics import TrainingDynamics, label_margin
+from fastgr.issues import issue_auroc, rank_label_issues
+from tests.conftest import make_image_folder
+from tests.test_callback import Grab, fit, make_learner
+from tests.test_performance import CountOps
+
+
+class Seen(Grab):
+    "Grab, plus the dataset indices and the epoch of every training step."
+
+    def before_fit(self):
+        super().before_fit()
+        self.steps = []
+
+    def after_loss(self):
+        super().after_loss()
+        from fastgr.telemetry import batch_indices
+
+        self.steps.append((self.epoch, batch_indices(self.dl, self.iter, len(self.yb[0])).clone(),
+                           self.yb[0].clone()))
+
+
+def test_aum_and_late_p_equal_a_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 4, (40,), generator=g)
+    dyn, seen = TrainingDynamics(40, window=2), Seen()
+    learn = make_learner(x, y, bs=16, cbs=[dyn, seen], shuffle=True)
+    fit(learn, epochs=3, lr=0.5)
+    margin, steps, late_p, late_n = torch.zeros(40), torch.zeros(40), torch.zeros(40), torch.zeros(40)
+    for z, (epoch, idx, t) in zip(seen.logits, seen.steps):
+        own = z[torch.arange(len(t)), t]
+        other = torch.stack([torch.cat([z[i, :t[i]], z[i, t[i] + 1:]]).max() for i in range(len(t))])
+        for i, m, p in zip(idx.tolist(), (own - other).tolist(), torch.softmax(z, 1)[torch.arange(len(t)), t]):
+            margin[i] += m
+            steps[i] += 1
+            if epoch >= 1:  # the last 2 of 3 epochs
+                late_p[i] += p
+                late_n[i] += 1
+    aum, mean_p = dyn.values()
+    assert steps.min() == 3  # every example, every epoch
+    torch.testing.assert_close(aum, margin / steps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(mean_p, late_p / late_n, rtol=0, atol=1e-6)
+    assert label_margin(torch.tensor([[2.0, 5.0, 1.0]]), torch.tensor([0])).item() == -3.0
+
+
+def test_recording_reads_nothing_back_from_the_device():
+    dyn = TrainingDynamics(64)
+    z, y = torch.randn(32, 10), torch.randint(0, 10, (32,))
+    dyn.learn = SimpleNamespace(pred=z, yb=(y,), training=True, iter=0, cbs=[],
+                                dl=SimpleNamespace(batch_idx=torch.randperm(64)[:32]))
+    dyn._on, dyn._late = True, True
+    with CountOps() as counter:
+        dyn.after_loss()
+    assert not [op for op in counter.ops if "local_scalar_dense" in op]
+    assert dyn.sums[1].sum() == 32 and dyn.sums[3].sum() == 32
+
+
+def test_rank_label_issues_orders_and_suggests():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    f = rank_label_issues(np.array([0, 0, 1]), probs, np.array([3.0, -2.0, np.nan]), np.array([0.9, 0.2, np.nan]),
+                          ["a", "b", "c"], ["cat", "dog"], true=np.array([0, 1, 0]))
+    assert f["item"].tolist() == ["b", "c", "a"]  # most negative margin first; never trained on: 0.5
+    assert f["suggested_label"].tolist() == ["dog", "cat", "dog"]
+    assert f["flagged"].tolist() == [True, False, False]
+    assert f["score"].round(4).tolist() == [round(1 / (1 + np.exp(-2.0)), 4), 0.5, round(1 / (1 + np.exp(3)), 4)]
+    assert issue_auroc(f["score"], f["is_wrong"]) == 1.0
+    assert issue_auroc(np.array([0.1, 0.9]), np.array([True, False])) == 0.0
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("issues") / "gr"
+    train_run(TrainConfig(epochs=20), out)  # digits, 40% symmetric noise
+    return out
+
+
+def test_one_gr_run_ranks_the_planted_wrong_labels_first(digits_run):
+    f = pd.read_csv(digits_run / "label_issues.csv")
+    labels = pd.read_csv(digits_run / "labels.csv")
+    assert len(f) == len(labels) and f["item"].is_unique
+    assert {"item", "given_label", "suggested_label", "score"} <= set(f.columns)
+    assert f["score"].is_monotonic_decreasing
+    wrong = f["is_wrong"].to_numpy(bool)
+    assert issue_auroc(f["score"], wrong) > 0.99
+    assert abs(f["flagged"].mean() - wrong.mean()) < 0.04  # the estimate of the noise rate, no clean labels used
+    assert wrong[f["flagged"].to_numpy(bool)].mean() > 0.98
+    # where the model corrects a flagged label, it mostly names the true one
+    hit = f[f["flagged"] & f["is_wrong"]]
+    assert (hit["suggested_label"] == hit["true_label"]).mean() > 0.9
+
+
+def test_fastgr_issues_prints_the_suspects_and_draws_them(digits_run):
+    r = CliRunner().invoke(app, ["issues", str(digits_run), "--top", "10"])
+    assert r.exit_code == 0, r.output
+    assert "estimated_noise_rate" in r.output and "auroc" in r.output
+    top = pd.read_csv(digits_run / "label_issues.csv").head(10)
+    assert all(item in r.output for item in top["item"])
+    assert (digits_run / "label_issues.png").stat().st_size > 1000
+
+
+def test_a_folder_run_without_truth_ranks_its_files(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=12, held_out=4, size=8)
+    out = tmp_path / "run"
+    train_run(TrainConfig(data=str(root), epochs=2, bs=8, loss="ce"), out)  # cross-entropy records them too
+    f = pd.read_csv(out / "label_issues.csv")
+    assert "is_wrong" not in f and len(f) == 36
+    assert all((root / "train").joinpath(*p.split("/")[-2:]).exists() for p in f["item"])
+    assert np.isfinite(f["aum"]).all()
+    r = CliRunner().invoke(app, ["issues", str(out), "--top", "5"])
+    assert r.exit_code == 0, r.output
+    assert "unknown" in r.output and (out / "label_issues.png").exists()
+    assert json.loads((out / "config.json").read_text())["config"]["loss"] == "ce"
+
+
+def test_issues_on_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["issues", str(tmp_path)])
+    assert r.exit_code == 1
+    assert "no label_issues.csv" in r.output and len(r.output.strip().splitlines()) == 1
