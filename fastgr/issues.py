@@ -12,7 +12,9 @@ model's probabilities on the unaugmented training set. `rank_label_issues` turns
   does not memorise the wrong labels (GR's purpose); a run that memorises them (cross-entropy, long) gives
   wrong labels a positive margin too, and the estimate falls short;
 - `suggested_label`: the trained model's prediction where it differs from the given label, else its most probable
-  other class.
+  other class; `model_label` is the prediction itself, what `train --correct` relabels to (the paper's rule: it
+  relabels where the final model disagrees, not the flagged set; BENCHMARKS.md, "Label issues", has the two rules
+  retrained side by side).
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def rank_label_issues(
     names = np.asarray(list(classes), dtype=object)
     frame = pd.DataFrame({
         "item": list(items), "given_label": names[given], "suggested_label": names[suggested],
-        "score": 0.5 * (1.0 - np.tanh(0.5 * margin)), "flagged": margin < 0, "p_given_final": p_given,
+        "score": 0.5 * (1.0 - np.tanh(0.5 * margin)), "flagged": margin < 0,
+        "model_label": names[pred],  # what `train --correct` relabels to, where it differs from the given label
+        "p_given_final": p_given,
         "p_suggested": probs[np.arange(n), suggested],
         "mean_p_late": mean_p, "aum": aum, "index": np.arange(n),
     })

@@ -75,6 +75,7 @@ def test_rank_label_issues_orders_and_suggests():
     assert f["item"].tolist() == ["b", "c", "a"]  # most negative margin first; never trained on: 0.5
     assert f["suggested_label"].tolist() == ["dog", "cat", "dog"]
     assert f["flagged"].tolist() == [True, False, False]
+    assert f["model_label"].tolist() == ["dog", "cat", "cat"]  # what --correct relabels to where it differs
     assert f["score"].round(4).tolist() == [round(1 / (1 + np.exp(-2.0)), 4), 0.5, round(1 / (1 + np.exp(3)), 4)]
     assert issue_auroc(f["score"], f["is_wrong"]) == 1.0
     assert issue_auroc(np.array([0.1, 0.9]), np.array([True, False])) == 0.0
