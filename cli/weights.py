@@ -14,6 +14,13 @@ from .base import command, console, new_file
 from .options import finite
 
 
+def _exp_text(log_value: float) -> str:
+    "exp(log_value) as a number, or as e^x where it would overflow; 0 for -inf."
+    if log_value == float("-inf"):
+        return "0"
+    return f"{math.exp(log_value):.4g}" if log_value < 700 else f"e^{log_value:.1f}"
+
+
 def _bar(fraction: float, width: int = 36) -> str:
     blocks = " ▏▎▍▌▋▊▉█"
     eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
@@ -34,7 +41,7 @@ def weights(
     """Show GR's emphasis: its focus, its spread over p, and the weight curve (the paper's Fig. 1)."""
     import torch
 
-    from fastgr import check_settings, emphasis_focus, emphasis_spread, weight_curve
+    from fastgr import check_settings, emphasis_focus, emphasis_spread, weight_curve, weight_variance
 
     lam, beta, _ = check_settings(lam, beta, transform, "sum")
     if plot is not None:
@@ -54,11 +61,14 @@ def weights(
         w, dense = s, s_dense
         raw = [f"{v:.4g}" for v in s.tolist()]
         ratio = f"{(dense.max() / dense.min()).item():.4g}" if dense.min() > 0 else "unbounded (weight 0 at p = 0, 1)"
+    # Def. 2's raw variance of the weight over p uniform in [0, 1] (its log: GR's raw weights overflow)
+    raw_var = (weight_variance(s_dense) if transform == "exp" else torch.log(torch.var(s_dense, correction=0))).item()
     focus = emphasis_focus(lam)
     console.print(f"emphasis focus  lam/(1+lam) = [bold]{focus:.3f}[/]  (examples with p near it weigh most)")
     console.print(
-        f"emphasis spread over p in [0, 1] = [bold]{emphasis_spread(dense).item():.4g}[/]  "
-        f"(0: every example alike); max/min weight = {ratio}"
+        f"emphasis spread over p in [0, 1]: variance at mean 1 = [bold]{emphasis_spread(dense).item():.4g}[/] "
+        f"(fastgr's gr_spread; 0: every example alike); raw variance (the paper's Def. 2) = "
+        f"[bold]{_exp_text(raw_var)}[/]; max/min weight = {ratio}"
     )
     rel = w / dense.mean()
     table = Table(title=f"weight g(beta·p^lam·(1-p)), {transform}, lam={lam:g}, beta={beta:g}")

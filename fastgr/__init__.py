@@ -17,7 +17,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 # public name -> the module that holds it
 _EXPORTS = {
     "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus",
-                 "emphasis_spread", "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve", "ce_gradient"],
+                 "emphasis_spread", "weight_variance", "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve",
+                 "ce_gradient"],
     "callback": ["GRCallback", "EmphasisCollapseWarning", "collapsed_epochs"],
     "telemetry": ["FitMonitor", "batch_indices", "training_table"],
     "noise": ["NoisyLabels", "add_noise", "symmetric_noise", "pairflip_noise", "asymmetric_noise", "save_labels",

@@ -280,9 +280,22 @@ def emphasis_focus(
 def emphasis_spread(
     weights: Tensor,  # (N,) or any shape: the weights of one batch (normalised or not)
 ) -> Tensor:  # scalar: 0 when every example is weighted alike
-    "The *emphasis spread* (paper, Def. 2): the variance of the weights after rescaling them to mean 1."
+    """fastgr's *emphasis spread*: the variance of the weights after rescaling them to mean 1, so it does not depend
+    on their scale (the batch normalisation's, or beta's). The paper's Def. 2 is the raw variance of the weights,
+    `weight_variance`; this is it divided by the squared mean. The telemetry's `gr_spread` is this one."""
     w = weights.reshape(-1).float() if weights.dtype != torch.float64 else weights.reshape(-1)
     return torch.var(w / w.mean(), correction=0)
+
+
+def weight_variance(
+    log_weights: Tensor,  # (N,) or any shape: log of the unnormalised weights, e.g. beta * p**lam * (1 - p)
+) -> Tensor:  # scalar: the natural log of the variance (-inf when every weight is alike)
+    """The paper's *emphasis spread* (Def. 2): the raw variance of the weights `exp(log_weights)`, as its log,
+    because GR's raw weights overflow even float64 (exp(beta * ...) past beta ~700)."""
+    s = log_weights.reshape(-1).double()
+    top = s.max()
+    w = torch.exp(s - top)
+    return 2 * top + torch.log(torch.var(w, correction=0))
 
 
 def effective_sample_size(

@@ -39,6 +39,15 @@ def test_weights_prints_focus_spread_and_curve(tmp_path):
     # the curve at p = 0.5 is exp(16 * 0.5 * 0.5) = exp(4) = 54.6, its peak
     assert re.search(r"0\.50 \S*\s+54\.6\b", r.stdout)
     assert re.search(r"1\.00 \S*\s+1\b", r.stdout)
+    # both spreads, named apart: Def. 2's raw variance of exp(16 p (1 - p)) over p uniform, and the variance at mean 1
+    import numpy as np
+
+    w = np.exp(16 * np.linspace(0, 1, 1001) * (1 - np.linspace(0, 1, 1001)))
+    text = " ".join(r.stdout.split())
+    assert f"raw variance (the paper's Def. 2) = {w.var():.4g}" in text
+    assert f"variance at mean 1 = {(w / w.mean()).var():.4g}" in text
+    assert "raw variance (the paper's Def. 2) = e^996.4" in " ".join(run("weights", "--lam", 1, "--beta", 2000,
+                                                                          "--steps", 3).stdout.split())
     png = tmp_path / "w.png"
     run("weights", "--lam", 0.5, "--beta", 8, "--plot", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
