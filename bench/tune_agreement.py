@@ -1,0 +1,65 @@
+r"""Does the tuner's rule (accuracy on held-out *noisy* labels) rank settings as clean test accuracy does?
+
+    uv run python bench/tune_agreement.py runs/sweep/digits40/30 ...    # rows of bench/budget_sweep.py, kept
+
+A row folder of the budget sweep (`--keep`) holds a `--tune` run and the full-data runs of the columns. The tuner
+scored each candidate of its grid on 20% of the noisy training labels after training on the other 80% (`tune.csv`);
+the columns trained the same candidates on all of the data and were scored on the clean test set: cross-entropy
+(`ce`), GR's defaults 0.5/8/0 (`gr`) and the preset 1/16/0.5 (`preset`). Reported per row: the two scores of each
+candidate both have, Kendall's tau between them, whether the tuner's choice was the best on the clean test set, and
+how far short of the best column it fell. Results go to bench/results/tune_agreement.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import kendalltau
+
+OUT = Path("bench/results/tune_agreement.json")
+
+
+COLUMN = {("ce", None, None, None): "ce", ("gr", 0.5, 8.0, 0.0): "gr", ("gr", 1.0, 16.0, 0.5): "preset"}
+
+
+def agreement(row: Path) -> dict:
+    table = pd.read_csv(row / "tune" / "tune.csv")
+    if "loss" not in table:  # a grid from before cross-entropy joined it
+        table["loss"] = "gr"
+    names, noisy, clean = [], [], []
+    for _, r in table.iterrows():
+        key = (r["loss"],) + ((None,) * 3 if r["loss"] != "gr" else (r["lam"], r["beta"], r["warmup"]))
+        col = COLUMN.get(key)
+        if col and (row / col / "summary.json").exists():
+            names.append(col)
+            noisy.append(float(r["holdout_acc_noisy"]))
+            clean.append(json.loads((row / col / "summary.json").read_text())["test_accuracy_final"])
+    tuned = json.loads((row / "tune" / "summary.json").read_text())["test_accuracy_final"]
+    best = max([*clean, tuned])
+    chosen = names[noisy.index(max(noisy))] if noisy else None
+    return {"row": str(row), "candidates": names, "holdout_acc_noisy": [round(v, 4) for v in noisy],
+            "clean_test": [round(v, 4) for v in clean],
+            "kendall_tau": float(kendalltau(noisy, clean).statistic) if len(names) > 2 else None,
+            "chosen": chosen, "tuned_run_clean_test": round(tuned, 4), "best_clean_test": round(best, 4),
+            "chosen_is_best_clean": tuned >= best - 1e-9, "shortfall": round(best - tuned, 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="row folders: CASE/EPOCHS of a kept budget sweep")
+    a = ap.parse_args()
+    rows = [agreement(r) for r in a.runs if (r / "tune" / "tune.csv").exists()]
+    OUT.write_text(json.dumps(rows, indent=1) + "\n")
+    for r in rows:
+        tau = "-" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
+        verdict = "the best" if r["chosen_is_best_clean"] else f"short of the best by {r['shortfall']:.3f}"
+        print(f"{r['row']}: Kendall tau {tau}; chose {r['chosen']}, {verdict} on the clean test")
+        for n, h, c in zip(r["candidates"], r["holdout_acc_noisy"], r["clean_test"]):
+            print(f"    {n:8s} held-out noisy {h:.3f}  clean test {c:.3f}")
+
+
+if __name__ == "__main__":
+    main()
