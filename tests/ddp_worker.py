@@ -64,3 +64,29 @@ def agree(rank: int, world: int, port: int, out: str) -> None:
             torch.save({"error": error, "sum": total, "gathered": gathered}, out)
     finally:
         dist.destroy_process_group()
+
+
+def shards(rank: int, world: int, port: int, out: str) -> None:
+    "ShardDL over a TensorDL of 10 items, batch 3 a rank, with and without drop_last: rank 0 saves both ranks' batches."
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from fastgr.distributed import ShardDL
+        from fastgr.loader import ImageTensors, TensorDL
+
+        x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
+        got = {}
+        for drop in (False, True):
+            dl = TensorDL(ImageTensors(x, torch.zeros(10, dtype=torch.long)), bs=3, shuffle=True, drop_last=drop,
+                          seed=1)
+            shard = ShardDL(dl, rank=rank, world_size=world)
+            mine = [shard.batch_idx.tolist() for _ in shard]
+            dl.set_epoch(0)  # the pass moved it on to epoch 1: epoch 0's order is the one the ranks shared
+            order = dl.get_idxs().tolist()
+            every = [None] * world
+            dist.all_gather_object(every, mine)
+            got[drop] = {"order": order, "batches": every, "len": len(shard)}
+        if rank == 0:
+            torch.save(got, out)
+    finally:
+        dist.destroy_process_group()

@@ -56,3 +56,16 @@ def test_a_launch_without_accelerate_names_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r"needs accelerate: pip install 'fastgr\[distributed\]'"):
         with processes(torch.device("cpu")):
             pass
+
+
+def test_shard_dl_gives_each_rank_its_slice_of_every_global_batch(tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.spawn(ddp_worker.shards, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    for drop, want_len in ((False, 2), (True, 1)):
+        order, (r0, r1) = got[drop]["order"], got[drop]["batches"]
+        assert got[drop]["len"] == want_len == len(r0) == len(r1)
+        # global batch k is order[6k : 6k + 6]: rank 0 its first half, rank 1 its second
+        assert r0[0] + r1[0] == order[:6]
+        if not drop:  # the last 4 items split 2 and 2
+            assert r0[1] + r1[1] == order[6:10]
