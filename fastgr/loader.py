@@ -325,7 +325,7 @@ def make_dataloaders(
         from .stream import StreamDL, default_workers
 
         common = dict(vocab=data.classes, size=data.img_size, channels=data.channels, mean=mean, std=std,
-                      device=device, seed=seed, num_workers=default_workers(device))
+                      device=device, seed=seed, num_workers=default_workers(device), channels_last=channels_last)
         train = StreamDL(list(zip(data.train_paths, y.tolist())), bs=bs, shuffle=True, drop_last=len(y) > bs,
                          augment=augment or data.augment, **common)
         valid = StreamDL(list(zip(data.valid_paths, data.valid_y.tolist())), bs=max(bs, 256), **common)

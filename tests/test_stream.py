@@ -52,6 +52,12 @@ def test_streamed_batches_hold_the_in_memory_pixels(tmp_path):
     # training batches: random resized crops and flips of the same images, normalised like the rest
     xt, _ = b.train.new(num_workers=0).one_batch()
     assert xt.shape == (36, 3, 24, 24) and abs(xt.mean().item()) < 1.0
+    # channels-last on request, as the in-memory loader gives a GPU: the same values, the other strides
+    c = make_dataloaders(disk, stats=stats, channels_last=True).valid.new(num_workers=0)
+    xc, _ = c.one_batch()
+    assert c.channels_last and xc.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous(
+        memory_format=torch.channels_last)
+    torch.testing.assert_close(xc, xb, atol=0, rtol=0)
 
 
 def test_auto_streams_what_does_not_fit_and_skips_corrupt_files(tmp_path, monkeypatch):
