@@ -46,7 +46,7 @@ def issues(
         from fastgr.plots import plot_label_issues
         from fastgr.runs import RunFolder
 
-        images = suspect_images(run_dir, head["index"].tolist())
+        images = suspect_images(run_dir, head["index"].tolist(), head["item"].tolist())
         titles = [f"{g} -> {s}  {sc:.2f}" for g, s, sc in
                   zip(head["given_label"], head["suggested_label"], head["score"])]
         path = RunFolder(run_dir).save_figure("label_issues.png", plot_label_issues(images, titles))

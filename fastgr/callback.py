@@ -282,12 +282,15 @@ class GRCallback(StatColumns, Callback):
     def _accumulate(self, terms):
         # device-side running sums: no host synchronisation until the epoch ends
         w, p = terms.weight.detach(), terms.p.detach()
-        for key, v in (("spread", emphasis_spread(w)), ("ess", effective_sample_size(w)), ("p", p.sum())):
+        ranks = group_size()
+        # alone, the batch's own statistics; under several ranks, a rank's weights are only its share of the global
+        # batch's: their moments are kept per step and summed over the ranks at epoch end
+        stats = (("spread", emphasis_spread(w)), ("ess", effective_sample_size(w))) if ranks == 1 else ()
+        for key, v in (*stats, ("p", p.sum())):
             self._sums[key] = self._sums[key] + v if key in self._sums else v
         self._n_batches += 1
         self._n_examples += p.numel()
-        ranks = group_size()
-        if ranks > 1:  # a rank's weights are its share of the global batch's: summed over the ranks at epoch end
+        if ranks > 1:
             w64 = w.double()
             self._moments.append(torch.stack([w64.sum(), w64.square().sum(), w64.new_tensor(float(w.numel()))]))
         if self.record_examples:

@@ -9,7 +9,8 @@ batch's dataset indices (`index_add_`: no host synchronisation, O(N) memory):
   keeps a negative margin;
 - the probability of the given label, averaged over the training steps of the last `window` epochs.
 
-Under a launch of several processes each rank adds its own slices and `values` sums them over the ranks.
+Under a launch of several processes each rank adds its own slices; rank 0 gathers the totals once an epoch (its
+checkpoint holds them), and `values` sums over the ranks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
 
-from .ranks import world_sum
+from .ranks import group_size, rank, world_sum
 from .telemetry import batch_indices, fit_epoch, is_fitting
 
 __all__ = ["label_margin", "TrainingDynamics"]
@@ -54,7 +55,7 @@ class TrainingDynamics(Callback):
         if n < 0 or window < 1:
             raise ValueError(f"n must be >= 0 and window >= 1, got {n} and {window}")
         self.n, self.window = int(n), int(window)
-        self.sums: torch.Tensor | None = None  # (4, N): margin sum, steps, late-p sum, late steps
+        self.sums: torch.Tensor | None = None  # (4, N + 1): margin sum, steps, late-p sum, late steps; a spare slot
 
     def before_fit(self):
         self._on = is_fitting(self.learn) and not any(isinstance(cb, MixHandler) for cb in self.learn.cbs)
@@ -71,9 +72,12 @@ class TrainingDynamics(Callback):
             return
         idx = batch_indices(self.learn.dl, self.learn.iter, len(y)).to(pred.device)
         if self.sums is None or self.sums.device != pred.device:
-            self.sums = torch.zeros(4, self.n, device=pred.device) if self.sums is None else self.sums.to(pred.device)
-        keep = idx >= 0  # a loader that cannot name its examples adds nothing
-        idx, z, t = idx[keep], pred[keep], y.reshape(-1)[keep]
+            self.sums = torch.zeros(4, self.n + 1, device=pred.device) if self.sums is None else \
+                self.sums.to(pred.device)
+        # an example the loader cannot name (-1) is added into the spare last slot, which `values` drops: a boolean
+        # mask would need its count on the host (a sync on a GPU)
+        idx = torch.where(idx >= 0, idx, self.n)
+        z, t = pred, y.reshape(-1)
         ones = torch.ones_like(idx, dtype=torch.float32)
         self.sums[0].index_add_(0, idx, label_margin(z, t))
         self.sums[1].index_add_(0, idx, ones)
@@ -82,10 +86,19 @@ class TrainingDynamics(Callback):
             self.sums[2].index_add_(0, idx, p)
             self.sums[3].index_add_(0, idx, ones)
 
+    def after_train(self):
+        # under several ranks each holds the sums of its own slices; once an epoch rank 0 takes the totals and the
+        # others start again from zero, so that rank 0's checkpoint carries everything (a resumed launch loads it on
+        # every rank: `load_state_dict` zeroes it on the others)
+        if self._on and group_size() > 1:
+            mine = self.sums if self.sums is not None else torch.zeros(4, self.n + 1, device=self.learn.dls.device)
+            total = world_sum(mine)
+            self.sums = total if rank() == 0 else torch.zeros_like(total)
+
     def values(self) -> tuple[torch.Tensor, torch.Tensor]:
         "(aum, mean_p), (N,) float32 on the CPU, over every rank of a launch (a collective: call it on every rank)."
-        s = torch.zeros(4, self.n) if self.sums is None else self.sums
-        s = world_sum(s).cpu()
+        s = torch.zeros(4, self.n + 1) if self.sums is None else self.sums
+        s = world_sum(s).cpu()[:, : self.n]
         aum = torch.where(s[1] > 0, s[0] / s[1].clamp_min(1), torch.tensor(float("nan")))
         mean_p = torch.where(s[3] > 0, s[2] / s[3].clamp_min(1), torch.tensor(float("nan")))
         return aum, mean_p
@@ -94,4 +107,5 @@ class TrainingDynamics(Callback):
         return {"sums": None if self.sums is None else self.sums.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums = state.get("sums")
+        sums = state.get("sums")
+        self.sums = sums if sums is None or rank() == 0 else torch.zeros_like(sums)  # rank 0 holds the totals

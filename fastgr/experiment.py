@@ -62,10 +62,10 @@ def train_run(
     tuning = cfg.tune and setting is not None and cfg.lam is None and cfg.beta is None
     grid = check_grid(TUNE_GRID, cfg.warmup) if tuning else None
 
-    with _share(folder, device, overwrite and not resume) as (folder, device):
+    agree = (data.train_items, noisy.given, noisy.true, data.valid_y)
+    with _share(folder, device, overwrite and not resume, agree) as (folder, device):
         if not folder.writes:  # a rank after the first: rank 0 reports
             reporter = Reporter()
-        check_agree("the data and its labels", data.train_items, noisy.given, noisy.true, data.valid_y)
         command = saved.get("command", sys.argv) if saved else sys.argv  # a resumed run keeps its first command
         config = {"config": cfg.to_dict(), "resolved": None, "versions": versions(), "command": command,
                   "data": _data_facts(data, truth_known), "processes": world_size()}
@@ -122,11 +122,13 @@ def train_run(
 
 
 @contextlib.contextmanager
-def _share(folder: RunFolder, device, overwrite: bool) -> Iterator[tuple[RunFolder, Any]]:
+def _share(folder: RunFolder, device, overwrite: bool, agree: tuple) -> Iterator[tuple[RunFolder, Any]]:
     """This process's share of a run: launched alone, all of it; as a rank of a launch (torchrun, accelerate), it
     joins the process group and trains on its own device, rank 0 holding and writing the folder, the others reading
-    it only (a resumed run's checkpoint)."""
+    it only (a resumed run's checkpoint). The ranks first check that they hold the same `agree` (data, labels):
+    before the folder is touched, so a disagreement loses nothing."""
     with processes(device) as dev:
+        check_agree("the data and its labels", *agree)
         mine = folder if is_main() else RunFolder(folder.path, writes=False)
         with mine.open(overwrite=overwrite):
             yield mine, dev

@@ -126,23 +126,30 @@ def issue_summary(
 def suspect_images(
     run_dir: str | Path,  # a finished run folder
     indices: Sequence[int],  # training-set indices (the `index` column)
+    items: Sequence[str] | None = None,  # their `item`s: where they are image files, only those are read
 ) -> np.ndarray:  # (K, H, W) or (K, H, W, 3) uint8, at the run's image size
-    "The training images at `indices`, as the run saw them (its data, decoded or read from their files again)."
+    """The training images at `indices`, as the run saw them: their files read again (a folder or CSV run), or the
+    run's data decoded again (digits, CIFAR), since those images have no file of their own."""
     import json
 
     from .config import TrainConfig
     from .data import decode_files, load_data
 
     saved = json.loads((Path(run_dir) / "config.json").read_text())
+    size, channels = saved["data"]["img_size"], saved["data"]["channels"]
     cfg = TrainConfig.from_dict(saved["config"])
-    size = saved["data"]["img_size"]
-    data = load_data(cfg.data, size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
     idx = list(indices)
-    if data.in_memory:
-        x = data.train_x[idx].numpy()
-    else:  # a file gone since training shows as a blank square
-        arrays, _ = decode_files([data.train_paths[i] for i in idx], size, data.channels)
-        blank = np.zeros((data.channels, size, size), dtype=np.uint8)
-        x = np.stack([blank if a is None else a for a in arrays]) if arrays else np.zeros((0, *blank.shape), np.uint8)
+    # a folder's items are relative to it, a CSV's to the CSV's own folder (`fastgr.data`), absolute ones stay
+    root = Path(cfg.data) if Path(cfg.data).is_dir() else Path(cfg.data).parent
+    paths = [root / str(i) for i in items] if items is not None else []
+    if not (paths and all(p.is_file() for p in paths)):
+        data = load_data(cfg.data, size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+        if data.in_memory:
+            x = data.train_x[idx].numpy().transpose(0, 2, 3, 1)
+            return x[..., 0] if x.shape[-1] == 1 else x
+        paths = [data.train_paths[i] for i in idx]
+    arrays, _ = decode_files(paths, size, channels)
+    blank = np.zeros((channels, size, size), dtype=np.uint8)  # a file gone since training: a blank square
+    x = np.stack([blank if a is None else a for a in arrays]) if arrays else np.zeros((0, *blank.shape), np.uint8)
     x = x.transpose(0, 2, 3, 1)
     return x[..., 0] if x.shape[-1] == 1 else x

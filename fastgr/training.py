@@ -231,8 +231,9 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
         if gr is not None:
             gr.examples = None  # in examples.csv; not part of the model file
         dyn = next((cb for cb in learn.cbs if isinstance(cb, TrainingDynamics)), None)
-        if dyn is not None:  # every rank: the sums are added over the ranks
-            aum, mean_p = dyn.values()
+        if dyn is not None:
+            aum, mean_p = dyn.values()  # on every rank: the sums are added over the ranks
+        if dyn is not None and folder.writes:
             folder.write_csv(ISSUES_FILE, rank_label_issues(labels.given, probs, aum, mean_p, data.train_items,
                                                             data.classes, labels.true if truth_known else None))
         folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics))

@@ -69,3 +69,22 @@ def test_shard_dl_gives_each_rank_its_slice_of_every_global_batch(tmp_path):
         assert r0[0] + r1[0] == order[:6]
         if not drop:  # the last 4 items split 2 and 2
             assert r0[1] + r1[1] == order[6:10]
+
+
+def test_ranks_that_disagree_lose_nothing_of_an_older_run(tmp_path, monkeypatch):
+    "check_agree runs before the folder is opened: an --overwrite launch whose ranks disagree leaves the old run."
+    import fastgr.experiment
+    from fastgr import TrainConfig, train_run
+
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / "config.json").write_text("{}")
+    (old / "metrics.csv").write_text("epoch\n1\n")
+
+    def disagree(what, *arrays):
+        raise RuntimeError(f"the processes disagree on {what}: every rank must see the same files and options")
+
+    monkeypatch.setattr(fastgr.experiment, "check_agree", disagree)
+    with pytest.raises(RuntimeError, match="disagree"):
+        train_run(TrainConfig(epochs=1), old, overwrite=True)
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "metrics.csv"]

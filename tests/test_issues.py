@@ -68,6 +68,21 @@ def test_recording_reads_nothing_back_from_the_device():
     assert dyn.sums[1].sum() == 32 and dyn.sums[3].sum() == 32
 
 
+def test_examples_a_loader_cannot_name_add_nothing_and_need_no_count():
+    dyn = TrainingDynamics(8)
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    dyn.learn = SimpleNamespace(pred=z, yb=(y,), training=True, iter=0, cbs=[],
+                                dl=SimpleNamespace(batch_idx=torch.tensor([5, -1, 2, -1])))
+    dyn._on, dyn._late = True, True
+    with CountOps() as counter:
+        dyn.after_loss()
+    assert not [op for op in counter.ops if "nonzero" in op or "local_scalar_dense" in op]  # syncs on a GPU
+    aum, mean_p = dyn.values()
+    seen = torch.tensor([False, False, True, False, False, True, False, False])
+    assert torch.isnan(aum[~seen]).all() and torch.isnan(mean_p[~seen]).all()
+    torch.testing.assert_close(aum[[2, 5]], label_margin(z[[2, 0]], y[[2, 0]]))
+
+
 def test_rank_label_issues_orders_and_suggests():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     f = rank_label_issues(np.array([0, 0, 1]), probs, np.array([3.0, -2.0, np.nan]), np.array([0.9, 0.2, np.nan]),
@@ -112,7 +127,7 @@ def test_fastgr_issues_prints_the_suspects_and_draws_them(digits_run):
     assert (digits_run / "label_issues.png").stat().st_size > 1000
 
 
-def test_a_folder_run_without_truth_ranks_its_files(tmp_path):
+def test_a_folder_run_without_truth_ranks_its_files(tmp_path, monkeypatch):
     root = make_image_folder(tmp_path / "imgs", per_class=12, held_out=4, size=8)
     out = tmp_path / "run"
     train_run(TrainConfig(data=str(root), epochs=2, bs=8, loss="ce"), out)  # cross-entropy records them too
@@ -120,9 +135,21 @@ def test_a_folder_run_without_truth_ranks_its_files(tmp_path):
     assert "is_wrong" not in f and len(f) == 36
     assert all((root / "train").joinpath(*p.split("/")[-2:]).exists() for p in f["item"])
     assert np.isfinite(f["aum"]).all()
+    # the suspects' pictures are their files, read again: the folder is not listed and verified a second time
+    import fastgr.data
+    from fastgr.issues import suspect_images
+
+    def no_listing(*a, **k):
+        raise AssertionError("load_data called")
+
+    monkeypatch.setattr(fastgr.data, "load_data", no_listing)
     r = CliRunner().invoke(app, ["issues", str(out), "--top", "5"])
     assert r.exit_code == 0, r.output
     assert "unknown" in r.output and (out / "label_issues.png").exists()
+    top = f.head(2)
+    pics = suspect_images(out, top["index"].tolist(), top["item"].tolist())
+    want, _ = fastgr.data.decode_files([root / i for i in top["item"]], 8, 3)
+    assert pics.shape == (2, 8, 8, 3) and (pics == np.stack(want).transpose(0, 2, 3, 1)).all()
     assert json.loads((out / "config.json").read_text())["config"]["loss"] == "ce"
 
 
