@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from fastai.callback.core import Callback
 from torch import nn
 
 
@@ -24,6 +25,60 @@ def small_cnn(c: int = 10) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, c))
+
+
+class SyncOpen(Callback):
+    "From the start of each training step, host synchronisations are errors..."
+
+    order = -1000  # before every other callback's before_batch
+
+    def before_batch(self):
+        if self.training:
+            torch.cuda.set_sync_debug_mode("error")
+
+
+class SyncClose(Callback):
+    "... until the last callback's after_batch."
+
+    order = 10_000
+
+    def after_batch(self):
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def sync_check(learn, gr) -> dict:
+    """One epoch with GR: any synchronisation inside a training step raises; a second epoch with warnings on
+    lists where the synchronisations outside the steps come from (loading, the epoch's metrics)."""
+    import warnings
+
+    window = [SyncOpen(), SyncClose()]
+    learn.add_cbs([gr, *window])
+    res = {}
+    try:
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1, 0.01)
+        res["steps"] = "no host synchronisation inside a training step"
+    except RuntimeError as e:
+        res["steps"] = f"failed: {' '.join(str(e).split())[:300]}"
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        learn.remove_cbs(window)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            with learn.no_bar(), learn.no_logging():
+                learn.fit(1, 0.01)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        learn.remove_cb(gr)
+    where: dict[str, int] = {}
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            key = f"{w.filename.split('site-packages/')[-1]}:{w.lineno}"
+            where[key] = where.get(key, 0) + 1
+    res["epoch_syncs"] = where  # a whole epoch: training, held-out pass, metrics
+    return res
 
 
 def main() -> None:
@@ -87,16 +142,7 @@ def main() -> None:
         epoch(True)
         out["peak_mem_mib_ce"], out["peak_mem_mib_gr"] = peak_ce / 2**20, torch.cuda.max_memory_allocated() / 2**20
     if a.sync_check and cuda:
-        learn.add_cb(gr)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            with learn.no_bar(), learn.no_logging():
-                learn.fit(1, 0.01)
-            out["sync_check"] = "no host synchronisation in a training epoch"
-        except RuntimeError as e:
-            out["sync_check"] = f"failed: {' '.join(str(e).split())[:200]}"
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+        out["sync_check"] = sync_check(learn, gr)
     print(json.dumps(out))
 
 

@@ -5,14 +5,20 @@
     uv run python bench/reproduce_table3.py --data .data/cifar10 --protocol text             # on a GPU
     uv run python bench/reproduce_table3.py --data .data/cifar5k --small                     # a CPU-sized check
 
+On one GPU the rows can run as separate processes side by side (they share the device): `--rows ce`, `--rows gr
+--probs P` (writes GR's training-set probabilities), `--rows correct --probs P` (relabels from them and retrains),
+each with its own `--out`; `--merge A.json B.json ... --out T.json` joins their rows into one table.
+`--noise R` runs another row of Table 3 with the paper's lam and beta for R (`fastgr.presets.PAPER_SETTINGS`).
+
 Two protocols, both 40% symmetric noise, SGD momentum 0.9 with L2 weight decay, batch 128, pad-4 crop + flip,
 lr 0.1 stepped down by 10x:
 - `released`, the authors' released solver: 30k iterations, steps at 15k and 22k, weight decay 5e-4;
 - `text`, the paper's Sec. 4.1: weight decay 1e-4, a step every 5k iterations; the text gives no total, so
   20k iterations (steps at 5k, 10k, 15k).
-The paper's final test accuracies: CE 60.9%, GR 83.3%, GR after label correction 85.3% (Tables 3, 9). `--small`
-shrinks the schedule to 1% and ResNet-20 (and says so). Every learner is `fastgr.gr_learner`, the one `fastgr
-train` uses. Writes bench/results/table3_<protocol>[_small].json and prints a Markdown table beside the paper's numbers.
+The paper's final test accuracies at r = 0.4: CE 60.9%, GR 83.3%, GR after label correction 85.3% (Tables 3,
+9). `--small` shrinks the schedule to 1% and ResNet-20 (and says so). Every learner is `fastgr.gr_learner`, the
+one `fastgr train` uses. Writes bench/results/table3_<protocol>[_small].json and prints a Markdown table beside
+the paper's numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-PAPER = {"CE": 0.609, "GR": 0.833, "GR + correction": 0.853}
+PAPER = {"CE": 0.609, "GR": 0.833, "GR + correction": 0.853}  # r = 0.4
+ROWS = {"ce": "CE", "gr": "GR", "correct": "GR + correction"}
 PROTOCOLS = {
     "released": {"iters": 30000, "drops": (15000, 22000), "wd": 5e-4,
                  "source": "the authors' released solver (30k iterations, steps at 15k and 22k, wd 5e-4)"},
@@ -46,19 +53,30 @@ def step_schedule(total: int, drops: tuple[int, ...], lr: float):
 
 
 def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: float, log) -> dict:
+    from fastai.callback.core import Callback
     from fastai.callback.schedule import ParamScheduler
+
+    class Progress(Callback):
+        "One line an epoch: a run killed at its time limit still says how far it got."
+        order = 60  # after the Recorder (50) has the epoch's values
+
+        def after_epoch(self):
+            v = self.recorder.values[-1]
+            log(f"    epoch {self.epoch + 1}/{self.n_epoch}: test accuracy {float(v[2]):.4f} "
+                f"({time.perf_counter() - t0:.0f} s)")
 
     from fastgr import gr_learner, make_dataloaders, predict_probs
 
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     dls = make_dataloaders(data, given, bs=128, device=device, seed=0, augment="crop+flip", channels_last=cuda)
-    gr = dict(loss="gr", lam=lam_beta[0], beta=lam_beta[1]) if lam_beta else dict(loss="ce")
+    gr = dict(loss="gr", lam=lam_beta[0], beta=lam_beta[1], warmup=0.0) if lam_beta else dict(loss="ce")
     learn = gr_learner(dls, arch, **gr, wd=wd, amp=cuda, true_labels=true)
     epochs = max(1, round(iters / len(dls.train)))
     t0 = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
-        learn.fit(epochs, cbs=ParamScheduler({"lr": step_schedule(epochs * len(dls.train), drops, 0.1)}))
+        learn.fit(epochs, cbs=[ParamScheduler({"lr": step_schedule(epochs * len(dls.train), drops, 0.1)}),
+                               Progress()])
     seconds = time.perf_counter() - t0
     accs = [float(v[2]) for v in learn.recorder.values]  # train_loss, valid_loss, test_acc, ...
     probs = predict_probs(learn)
@@ -73,57 +91,104 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
     return {**out, "probs": probs}
 
 
+def merge(files: list[Path], out: Path) -> dict:
+    "One table of the rows of several `--out` files of the same protocol and noise rate."
+    parts = [json.loads(f.read_text()) for f in files]
+    keys = ("protocol", "noise")
+    if len({tuple(p[k] for k in keys) for p in parts}) > 1:
+        raise SystemExit("error: --merge takes results of one protocol and noise rate")
+    result = {**parts[0], "rows": {}}
+    for p in parts:
+        result["rows"].update(p["rows"])
+        result["correction"] = p.get("correction") or result.get("correction")
+    result["rows"] = {ROWS[k]: result["rows"][ROWS[k]] for k in ROWS if ROWS[k] in result["rows"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    return result
+
+
+def print_table(result: dict, log) -> None:
+    log("| run | final (best) | paper | fit of corrupted / intact labels | minutes |\n|---|---|---|---|---|")
+    for k, v in result["rows"].items():
+        paper = f"{v['paper']:.3f}" if v.get("paper") is not None else "—"
+        log(f"| {k} | {v['test_accuracy']:.3f} ({v['test_accuracy_best']:.3f}) | {paper} | "
+            f"{v['fit_corrupted']:.3f} / {v['fit_intact']:.3f} | {v['seconds'] / 60:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=".data/cifar10")
     ap.add_argument("--protocol", choices=list(PROTOCOLS), default="released")
+    ap.add_argument("--noise", type=float, default=0.4, help="symmetric noise rate r (a row of Table 3)")
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    ap.add_argument("--probs", type=Path, default=None,
+                    help="GR's training-set probabilities: written by --rows gr, read by --rows correct without gr")
     ap.add_argument("--arch", default=None, help="default: cifar_resnet56 (cifar_resnet20 with --small)")
     ap.add_argument("--small", action="store_true", help="a CPU-sized schedule: 1%% of the protocol's iterations")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, help="join these --out files into --out")
     a = ap.parse_args()
+    log = partial(print, flush=True)
+    if a.merge:
+        if a.out is None:
+            raise SystemExit("error: --merge needs --out")
+        print_table(merge(a.merge, a.out), log)
+        return
+    if "correct" in a.rows and "gr" not in a.rows and (a.probs is None or not a.probs.is_file()):
+        raise SystemExit("error: --rows correct without gr needs --probs of a finished GR run")
 
     from fastgr.config import resolve_device, versions
     from fastgr.correction import correction_report, relabel
     from fastgr.data import load_data
     from fastgr.noise import symmetric_noise
+    from fastgr.presets import PAPER_SETTINGS
 
     protocol = PROTOCOLS[a.protocol]
+    setting = PAPER_SETTINGS[(10, a.noise)]
+    lam_beta = (setting.lam, setting.beta)
     device = resolve_device(a.device)
     arch = a.arch or ("cifar_resnet20" if a.small else "cifar_resnet56")
     scale = 0.01 if a.small else 1.0
     iters = round(protocol["iters"] * scale)
     drops = tuple(round(d * scale) for d in protocol["drops"])
     data = load_data(a.data, 32)
-    noisy = symmetric_noise(data.train_y.numpy(), 0.4, data.n_classes, seed=0)
-    log = partial(print, flush=True)
+    noisy = symmetric_noise(data.train_y.numpy(), a.noise, data.n_classes, seed=0)
     log(f"protocol: {protocol['source']}{' [scaled to 1%: not the paper schedule]' if a.small else ''}")
-    log(f"{data.name}: {len(data.train_y)} training images (40% symmetric noise), {len(data.valid_y)} test; "
-        f"{arch}, {iters} iterations, drops at {drops}, wd {protocol['wd']:g}, {device}")
+    log(f"{data.name}: {len(data.train_y)} training images ({a.noise:.0%} symmetric noise), {len(data.valid_y)} "
+        f"test; {arch}, {iters} iterations, drops at {drops}, wd {protocol['wd']:g}, {device}")
     common = dict(arch=arch, device=device, iters=iters, drops=drops, wd=protocol["wd"], log=log)
-    rows = {}
-    log("CE")
-    rows["CE"] = run(data, noisy.given, noisy.true, lam_beta=None, **common)
-    log("GR, lam 1, beta 16 (Table 3, r = 0.4; no warm-up)")
-    rows["GR"] = run(data, noisy.given, noisy.true, lam_beta=(1.0, 16.0), **common)
-    probs = rows["GR"]["probs"]
-    corrected = relabel(probs, noisy.given)
-    report = correction_report(noisy.given, corrected, noisy.true, probs.argmax(1).numpy())
-    log(f"correction: relabelled {report['relabelled_fraction']:.3f}, precision {report['correction_precision']:.3f}, "
-        f"recall {report['correction_recall']:.3f}; retraining")
-    rows["GR + correction"] = run(data, corrected, noisy.true, lam_beta=(1.0, 16.0), **common)
+    rows, report = {}, None
+    if "ce" in a.rows:
+        log("CE")
+        rows["CE"] = run(data, noisy.given, noisy.true, lam_beta=None, **common)
+    if "gr" in a.rows:
+        log(f"GR, lam {lam_beta[0]:g}, beta {lam_beta[1]:g} ({setting.source}; no warm-up)")
+        rows["GR"] = run(data, noisy.given, noisy.true, lam_beta=lam_beta, **common)
+        if a.probs is not None:
+            a.probs.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(rows["GR"]["probs"], a.probs)
+    if "correct" in a.rows:
+        probs = rows["GR"]["probs"] if "GR" in rows else torch.load(a.probs)
+        corrected = relabel(probs, noisy.given)
+        report = correction_report(noisy.given, corrected, noisy.true, probs.argmax(1).numpy())
+        log(f"correction: relabelled {report['relabelled_fraction']:.3f}, precision "
+            f"{report['correction_precision']:.3f}, recall {report['correction_recall']:.3f}; retraining")
+        rows["GR + correction"] = run(data, corrected, noisy.true, lam_beta=lam_beta, **common)
+    paper = PAPER if a.noise == 0.4 else {}
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "protocol": a.protocol, "protocol_source": protocol["source"], "paper_schedule": not a.small,
+              "noise": a.noise, "lam": lam_beta[0], "beta": lam_beta[1],
               "iterations": iters, "drops": drops, "wd": protocol["wd"], "arch": arch, "data": str(a.data),
               "versions": versions(), "correction": report,
-              "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": PAPER[k]} for k, r in rows.items()}}
+              "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": paper.get(k)}
+                       for k, r in rows.items()}}
     out = a.out or Path(f"bench/results/table3_{a.protocol}{'_small' if a.small else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    log("| run | final (best) | paper | fit of corrupted / intact labels | minutes |\n|---|---|---|---|---|")
-    for k, v in result["rows"].items():
-        log(f"| {k} | {v['test_accuracy']:.3f} ({v['test_accuracy_best']:.3f}) | {v['paper']:.3f} | "
-            f"{v['fit_corrupted']:.3f} / {v['fit_intact']:.3f} | {v['seconds'] / 60:.1f} |")
+    print_table(result, log)
 
 
 if __name__ == "__main__":

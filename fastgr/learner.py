@@ -17,7 +17,6 @@ from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learn
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AvgMetric
-from fastai.optimizer import SGD
 from fastai.torch_core import set_seed, trainable_params
 from torch import nn
 
@@ -26,9 +25,10 @@ from .config import LOSSES
 from .dynamics import TrainingDynamics
 from .losses import baseline_loss
 from .models import create_finetune_model, create_model
+from .optim import ForeachSGD
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
 from .ranks import rank, world_size
-from .telemetry import FitMonitor, fit_epoch
+from .telemetry import FitMonitor, SmoothLossOnDevice, fit_epoch
 
 __all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs"]
 
@@ -148,7 +148,8 @@ def gr_learner(
         splitter = default_split
     if device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
-    callbacks = [SeedEpoch(), FitMonitor(None if true_labels is None else torch.as_tensor(true_labels))]
+    callbacks = [SeedEpoch(), SmoothLossOnDevice(),
+                 FitMonitor(None if true_labels is None else torch.as_tensor(true_labels))]
     if loss == "gr":
         callbacks.append(GRCallback(lam, beta, record_examples=record_examples, eps=eps, warmup=warmup,
                                     warmup_mode=warmup_mode))
@@ -161,7 +162,7 @@ def gr_learner(
     if amp:
         callbacks.append(MixedPrecision(amp_mode="bf16"))
     loss_func = CrossEntropyLossFlat() if loss == "gr" else baseline_loss(loss)  # GR logs cross-entropy
-    return Learner(dls, model, loss_func=loss_func, opt_func=partial(SGD, mom=0.9, decouple_wd=False), lr=lr,
+    return Learner(dls, model, loss_func=loss_func, opt_func=partial(ForeachSGD, mom=0.9), lr=lr,
                    metrics=metrics if metrics is not None else [AvgMetric(test_acc)], wd=wd, moms=moms,
                    wd_bn_bias=False, cbs=callbacks + list(cbs or []),
                    splitter=splitter)

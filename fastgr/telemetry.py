@@ -11,11 +11,13 @@ from functools import partial
 
 import torch
 from fastai.callback.core import Callback
-from fastai.learner import ValueMetric
+from fastai.learner import AvgSmoothLoss, ValueMetric
+from fastai.torch_core import to_detach
 
 from .ranks import world_sum
 
-__all__ = ["StatColumns", "FitMonitor", "batch_indices", "is_fitting", "fit_epoch", "training_table"]
+__all__ = ["StatColumns", "FitMonitor", "DeviceSmoothLoss", "SmoothLossOnDevice", "batch_indices", "is_fitting",
+           "fit_epoch", "training_table"]
 
 
 def batch_indices(
@@ -143,6 +145,40 @@ class FitMonitor(StatColumns, Callback):
 
     def after_fit(self):
         self.remove_columns(self.learn)
+
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's smoothed training loss, left on the loss's device (fastai's copies it to the host: a sync a step)."
+
+    def accumulate(self, learn):
+        self.count += 1
+        loss = to_detach(learn.loss.mean(), cpu=False).float()
+        if self.val.device != loss.device:  # a host value (the start, an epoch's end, a checkpoint's): a fill
+            self.val = torch.full_like(loss, float(self.val))  # kernel on the device, not a copy from the host
+        self.val = torch.lerp(loss, self.val, self.beta)
+
+
+class SmoothLossOnDevice(Callback):
+    """Gives fastai's `Recorder` a `DeviceSmoothLoss`, and moves the epoch's smoothed losses (`recorder.losses`,
+    for `plot_loss`) and the running value (for checkpoints) to the host once an epoch, after the Recorder."""
+
+    order = 60  # before_fit after the Recorder's reset (50), before a resumed run's restore (`RunLog`, 70)
+
+    def before_fit(self):
+        rec = self.learn.recorder
+        if not isinstance(rec.smooth_loss, DeviceSmoothLoss):
+            # not `rec.smooth_loss = ...`: fastai warns of a callback attribute named like the learner's
+            rec.__dict__["smooth_loss"] = DeviceSmoothLoss(rec.smooth_loss.beta)
+
+    def before_train(self):
+        self._start = len(self.learn.recorder.losses)
+
+    def after_train(self):
+        rec = self.learn.recorder
+        tail = rec.losses[self._start:]
+        if tail and isinstance(tail[0], torch.Tensor) and tail[0].device.type != "cpu":
+            rec.losses[self._start:] = list(torch.stack(tail).cpu())
+        rec.smooth_loss.val = rec.smooth_loss.val.cpu()
 
 
 def training_table(
