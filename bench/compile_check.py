@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--mode", default=None, help="torch.compile mode: default, reduce-overhead (CUDA graphs), ...")
     ap.add_argument("--skip-timing", action="store_true", help="graph breaks and gradients only")
     a = ap.parse_args()
 
@@ -67,7 +68,8 @@ def main() -> None:
 
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    out = {"device": torch.cuda.get_device_name(dev), "arch": a.arch, "bs": a.bs, "versions": versions()}
+    out = {"device": torch.cuda.get_device_name(dev), "arch": a.arch, "bs": a.bs, "mode": a.mode or "default",
+           "versions": versions()}
 
     model = create_model(a.arch, 10, 3).to(dev, memory_format=torch.channels_last).train()
     x = torch.randn(a.bs, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
@@ -80,7 +82,7 @@ def main() -> None:
 
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    compiled = torch.compile(copy.deepcopy(model))
+    compiled = torch.compile(copy.deepcopy(model), mode=a.mode)
     eager32 = gr_grads(model, x, y, amp=False)
     out["grad_fp32"] = compare(eager32, gr_grads(compiled, x, y, amp=False))  # compiled vs eager, float32
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -105,7 +107,7 @@ def main() -> None:
         timer = PhaseTimer(torch.cuda.synchronize)
         learn = gr_learner(dls, a.arch, loss="gr", lam=1.0, beta=16.0, amp=True, cbs=[timer])
         if mode == "compiled":
-            learn.model = torch.compile(learn.model)
+            learn.model = torch.compile(learn.model, mode=a.mode)
 
         def run(learn=learn, timer=timer):
             with learn.no_bar(), learn.no_logging():

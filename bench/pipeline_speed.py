@@ -10,7 +10,8 @@ fastai's own per-parameter SGD instead of `fastgr.optim.ForeachSGD`, `fastgr-ce-
 label fit, examples, label-issue dynamics). `loop` is a plain PyTorch loop over the same uint8 images on the device:
 a `randperm` order, `fastgr.loader.augment_batch`, normalise, channels-last, `torch.autocast(bfloat16)`, cross-
 entropy, `torch.optim.SGD(foreach)` with momentum 0.9 and weight decay; `loop-compiled` and `loop-cudagraphs` the
-same with the model `torch.compile`d (default mode, and "reduce-overhead": CUDA graphs). Each timing is the training
+same with the model `torch.compile`d (default mode, and "reduce-overhead": CUDA graphs); `fastgr-gr-cudagraphs` is
+`fastgr-gr` with the learner's model compiled "reduce-overhead". Each timing is the training
 phase of an epoch (`--steps` batches; no validation), the clock synchronised with the device at its ends; modes
 interleave over `--reps` and the median is reported. Prints one JSON line.
 """
@@ -76,13 +77,15 @@ def main() -> None:
     data.train_items = data.train_items[:n]
     torch.backends.cudnn.benchmark = a.cudnn_benchmark  # off in `fastgr train` (torch's default)
 
-    def learner_epoch(loss: str, fastai_sgd: bool, bare: bool = False):
+    def learner_epoch(loss: str, fastai_sgd: bool, bare: bool = False, compile_mode: str | None = None):
         dls = make_dataloaders(data, bs=a.bs, device=dev, seed=0, augment="crop+flip", channels_last=cuda)
         timer = PhaseTimer(sync)
         record = dict(true_labels=data.train_y, record_examples=True, record_dynamics=True) if not bare else {}
         learn = gr_learner(dls, a.arch, loss=loss, amp=cuda, cbs=[timer], **record)
         if fastai_sgd:
             learn.opt_func = partial(SGD, mom=0.9, decouple_wd=False)
+        if compile_mode:
+            learn.model = torch.compile(learn.model, mode=compile_mode)
 
         def run():
             with learn.no_bar(), learn.no_logging():
@@ -128,7 +131,8 @@ def main() -> None:
               "loop-cudagraphs": partial(loop_epoch, "reduce-overhead"),
               "fastgr-ce-bare": partial(learner_epoch, "ce", False, True),
               "fastgr-ce": partial(learner_epoch, "ce", False),
-              "fastgr-gr": partial(learner_epoch, "gr", False), "fastai-sgd": partial(learner_epoch, "ce", True)}
+              "fastgr-gr": partial(learner_epoch, "gr", False), "fastai-sgd": partial(learner_epoch, "ce", True),
+              "fastgr-gr-cudagraphs": partial(learner_epoch, "gr", False, compile_mode="reduce-overhead")}
     runs = {m: makers[m]() for m in a.modes}
     times = {m: [] for m in a.modes}
     for rep in range(a.reps):

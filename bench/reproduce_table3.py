@@ -52,7 +52,8 @@ def step_schedule(total: int, drops: tuple[int, ...], lr: float):
     return sched
 
 
-def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: float, log) -> dict:
+def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: float, log,
+        compile_mode: str | None = None) -> dict:
     from fastai.callback.core import Callback
     from fastai.callback.schedule import ParamScheduler
 
@@ -72,6 +73,8 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
     dls = make_dataloaders(data, given, bs=128, device=device, seed=0, augment="crop+flip", channels_last=cuda)
     gr = dict(loss="gr", lam=lam_beta[0], beta=lam_beta[1], warmup=0.0) if lam_beta else dict(loss="ce")
     learn = gr_learner(dls, arch, **gr, wd=wd, amp=cuda, true_labels=true)
+    if compile_mode:  # fastgr's step is bound by kernel launches on a GPU (BENCHMARKS.md, "GPU: one H100")
+        learn.model = torch.compile(learn.model, mode=compile_mode)
     epochs = max(1, round(iters / len(dls.train)))
     t0 = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
@@ -128,6 +131,8 @@ def main() -> None:
     ap.add_argument("--arch", default=None, help="default: cifar_resnet56 (cifar_resnet20 with --small)")
     ap.add_argument("--small", action="store_true", help="a CPU-sized schedule: 1%% of the protocol's iterations")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--compile", default=None, metavar="MODE",
+                    help="torch.compile the model: default, reduce-overhead (CUDA graphs), max-autotune")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="join these --out files into --out")
     a = ap.parse_args()
@@ -159,7 +164,8 @@ def main() -> None:
     log(f"protocol: {protocol['source']}{' [scaled to 1%: not the paper schedule]' if a.small else ''}")
     log(f"{data.name}: {len(data.train_y)} training images ({a.noise:.0%} symmetric noise), {len(data.valid_y)} "
         f"test; {arch}, {iters} iterations, drops at {drops}, wd {protocol['wd']:g}, {device}")
-    common = dict(arch=arch, device=device, iters=iters, drops=drops, wd=protocol["wd"], log=log)
+    common = dict(arch=arch, device=device, iters=iters, drops=drops, wd=protocol["wd"], log=log,
+                  compile_mode=a.compile)
     rows, report = {}, None
     if "ce" in a.rows:
         log("CE")
@@ -180,7 +186,7 @@ def main() -> None:
     paper = PAPER if a.noise == 0.4 else {}
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "protocol": a.protocol, "protocol_source": protocol["source"], "paper_schedule": not a.small,
-              "noise": a.noise, "lam": lam_beta[0], "beta": lam_beta[1],
+              "noise": a.noise, "lam": lam_beta[0], "beta": lam_beta[1], "compile": a.compile,
               "iterations": iters, "drops": drops, "wd": protocol["wd"], "arch": arch, "data": str(a.data),
               "versions": versions(), "correction": report,
               "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": paper.get(k)}
