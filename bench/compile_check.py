@@ -105,9 +105,8 @@ def main() -> None:
         dl = TensorDL(ImageTensors(xs, ys), a.bs, shuffle=True, drop_last=True, augment="crop+flip", **common)
         dls = DataLoaders(dl, TensorDL(ImageTensors(xs[: a.bs], ys[: a.bs]), a.bs, **common), device=dev)
         timer = PhaseTimer(torch.cuda.synchronize)
-        learn = gr_learner(dls, a.arch, loss="gr", lam=1.0, beta=16.0, amp=True, cbs=[timer])
-        if mode == "compiled":
-            learn.model = torch.compile(learn.model, mode=a.mode)
+        learn = gr_learner(dls, a.arch, loss="gr", lam=1.0, beta=16.0, amp=True, cbs=[timer],
+                           compile=(a.mode or "default") if mode == "compiled" else None)
 
         def run(learn=learn, timer=timer):
             with learn.no_bar(), learn.no_logging():

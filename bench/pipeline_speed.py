@@ -81,11 +81,9 @@ def main() -> None:
         dls = make_dataloaders(data, bs=a.bs, device=dev, seed=0, augment="crop+flip", channels_last=cuda)
         timer = PhaseTimer(sync)
         record = dict(true_labels=data.train_y, record_examples=True, record_dynamics=True) if not bare else {}
-        learn = gr_learner(dls, a.arch, loss=loss, amp=cuda, cbs=[timer], **record)
+        learn = gr_learner(dls, a.arch, loss=loss, amp=cuda, cbs=[timer], compile=compile_mode, **record)
         if fastai_sgd:
             learn.opt_func = partial(SGD, mom=0.9, decouple_wd=False)
-        if compile_mode:
-            learn.model = torch.compile(learn.model, mode=compile_mode)
 
         def run():
             with learn.no_bar(), learn.no_logging():

@@ -72,9 +72,8 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
     cuda = device.type == "cuda"
     dls = make_dataloaders(data, given, bs=128, device=device, seed=0, augment="crop+flip", channels_last=cuda)
     gr = dict(loss="gr", lam=lam_beta[0], beta=lam_beta[1], warmup=0.0) if lam_beta else dict(loss="ce")
-    learn = gr_learner(dls, arch, **gr, wd=wd, amp=cuda, true_labels=true)
-    if compile_mode:  # fastgr's step is bound by kernel launches on a GPU (BENCHMARKS.md, "GPU: one H100")
-        learn.model = torch.compile(learn.model, mode=compile_mode)
+    # compile_mode: fastgr's eager step is bound by kernel launches on a GPU (BENCHMARKS.md, "GPU: one H100")
+    learn = gr_learner(dls, arch, **gr, wd=wd, amp=cuda, true_labels=true, compile=compile_mode)
     epochs = max(1, round(iters / len(dls.train)))
     t0 = time.perf_counter()
     with learn.no_bar(), learn.no_logging():

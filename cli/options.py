@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fastgr.config import AUGMENTS, DEMO_NOISE, IN_MEMORY, LOSSES, TrainConfig
+from fastgr.config import AUGMENTS, COMPILE_MODES, DEMO_NOISE, IN_MEMORY, LOSSES, TrainConfig
 from fastgr.noise import NOISE_TYPES
 from fastgr.presets import FIXED_DEFAULT, PRESET_WARMUP, WARMUP_MODES
 
@@ -31,6 +31,7 @@ NoiseType = choices("NoiseType", NOISE_TYPES)
 Augment = choices("Augment", AUGMENTS)
 WarmupMode = choices("WarmupMode", WARMUP_MODES)
 InMemory = choices("InMemory", IN_MEMORY)
+CompileMode = choices("CompileMode", COMPILE_MODES)
 
 
 def finite(value: float | None) -> float | None:
@@ -136,6 +137,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the noise, the split,
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1... \\[default: cuda when available]")]
 Amp = Annotated[bool, typer.Option("--amp/--no-amp", show_default=False,
                                    help="bf16 mixed precision. \\[default: on with CUDA]")]
+CompileOpt = Annotated[CompileMode, typer.Option(
+    "--compile", show_default=False,
+    help="torch.compile the model in this mode; reduce-overhead captures it in CUDA graphs (on a GPU the eager step "
+         "is bound by kernel launches: BENCHMARKS.md). Not under a launch of several processes. \\[default: eager]")]
 Warmup = Annotated[float, typer.Option(
     "--warmup", min=0, max=1, callback=finite, show_default=False,
     help=f"Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: "

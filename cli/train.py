@@ -19,6 +19,7 @@ from .options import (
     Beta,
     Bs,
     Classes,
+    CompileOpt,
     Data,
     Device,
     Epochs,
@@ -96,6 +97,7 @@ def train(
     seed: Seed = DEFAULTS.seed,
     device: Device = DEFAULTS.device,
     amp: Amp = DEFAULTS.amp,
+    compile: CompileOpt = DEFAULTS.compile,
     out: Path = typer.Option(None, "--out", help="Run folder. \\[default: runs/<data>-<loss>-<time>]"),
     correct: bool = typer.Option(DEFAULTS.correct, "--correct", help="Relabel the training set with the model, "
                                  "then retrain from scratch (paper, Table 9)."),

@@ -18,6 +18,7 @@ from .options import (
     AugmentOpt,
     Bs,
     Classes,
+    CompileOpt,
     Data,
     Device,
     Epochs,
@@ -105,6 +106,7 @@ def tune(
     seed: Seed = DEFAULTS.seed,
     device: Device = DEFAULTS.device,
     amp: Amp = DEFAULTS.amp,
+    compile: CompileOpt = DEFAULTS.compile,
     out: Path = typer.Option(None, "--out", help="Folder for tune.csv and the tuning runs. \\[default: none kept]"),
     overwrite: Overwrite = False,
 ):

@@ -16,12 +16,16 @@ from typing import Any
 from .noise import NOISE_TYPES
 from .presets import BUDGET_WARNING, DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS, WARMUP_MODES, Setting, paper_setting
 
-__all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "IN_MEMORY", "DEMO_NOISE", "resolve_device",
+__all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "IN_MEMORY", "COMPILE_MODES", "DEMO_NOISE",
+           "resolve_device",
            "resolve_settings", "versions"]
 
 LOSSES = ("gr", "ce", "ls", "gce", "sce")  # GR, then the baselines of `fastgr.losses`
 AUGMENTS = ("crop+flip", "crop", "none")  # pad-and-crop plus flip, the crop alone, nothing (`fastgr.loader`)
 IN_MEMORY = ("auto", "yes", "no")  # hold a folder's or CSV's decoded images in memory: if they fit, always, never
+# torch.compile's modes; reduce-overhead captures the step in CUDA graphs, where fastgr's eager step is bound by
+# kernel launches (BENCHMARKS.md, "GPU: one H100")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 DEMO_NOISE = 0.4  # digits is the offline demo: by default it trains on 40% symmetric noise
 
 
@@ -54,6 +58,7 @@ class TrainConfig:
     seed: int = 0  # seed of the noise draw, the split, the initialisation and the batches
     device: str | None = None  # cpu, cuda, cuda:1...; None: cuda when available
     amp: bool | None = None  # bf16 mixed precision; None: on for CUDA
+    compile: str | None = None  # torch.compile the model in this mode (`COMPILE_MODES`); None: eager
     correct: bool = False  # then relabel the training set with the model and retrain from scratch
     correct_threshold: float = 0.0  # relabel only where the model's confidence is at least this
     eps: float = REFERENCE_EPS  # the reference layer's saturation of GR's direction; 0: the bare formula
@@ -78,7 +83,8 @@ class TrainConfig:
             raise ValueError(f"noise rate must be in [0, 1), got {self.noise}")
         for name, value, choices in (("noise type", self.noise_type, NOISE_TYPES), ("loss", self.loss, LOSSES),
                                      ("in_memory", self.in_memory, IN_MEMORY),
-                                     ("warmup mode", self.warmup_mode, WARMUP_MODES)):
+                                     ("warmup mode", self.warmup_mode, WARMUP_MODES),
+                                     ("compile mode", self.compile or COMPILE_MODES[0], COMPILE_MODES)):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.augment is not None and self.augment not in AUGMENTS:

@@ -51,6 +51,8 @@ def train_run(
             raise ValueError(f"the run trained on {saved.get('processes', 1)} process(es); resume it on as many, not "
                              f"{world_size()}")
     # every input is checked before the folder is touched
+    if cfg.compile and world_size() > 1:
+        raise ValueError("--compile is not supported under a launch of several processes yet; leave it out")
     device = resolve_device(cfg.device)
     check_arch(cfg.arch, cfg.pretrained and cfg.weights is None)
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)

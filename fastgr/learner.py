@@ -30,7 +30,7 @@ from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
 from .ranks import rank, world_size
 from .telemetry import FitMonitor, SmoothLossOnDevice, fit_epoch
 
-__all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs"]
+__all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs", "unwrapped"]
 
 
 def test_acc(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
@@ -97,6 +97,17 @@ def fit_schedule(
         del learn.fit_offset, learn.total_epochs
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    "The model itself, out of the wrappers a run may train it in: DDP (a launch) and torch.compile (`--compile`)."
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def _split_unwrapped(splitter, model: nn.Module):
+    return splitter(unwrapped(model))
+
+
 def gr_learner(
     dls,  # fastai DataLoaders of images and integer labels (`make_dataloaders`, or any of your own)
     arch: str | nn.Module,  # a timm model name (`fastgr models`) or a model whose output is the logits
@@ -114,6 +125,7 @@ def gr_learner(
     wd: float = 5e-4,  # L2 weight decay (SGD, momentum 0.9, not on batch-norm and bias parameters)
     moms: tuple[float, float, float] = (0.9, 0.9, 0.9),  # `fit_one_cycle`'s momentum schedule: constant 0.9
     amp: bool = False,  # bf16 mixed precision (fastai's `MixedPrecision`); needs CUDA
+    compile: str | None = None,  # torch.compile the model in this mode (`config.COMPILE_MODES`); None: eager
     true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: the fit of them too
     record_examples: bool = False,  # GR keeps (index, label, p, weight) of the last epoch's examples
     record_dynamics: bool = False,  # every example's AUM and late p of its label (`fastgr.dynamics`), any loss
@@ -148,6 +160,10 @@ def gr_learner(
         splitter = default_split
     if device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
+    if compile:
+        # the learner holds the compiled module; checkpoints and the export hold the model itself (`unwrapped`)
+        model = torch.compile(model, mode=compile)
+        splitter = partial(_split_unwrapped, splitter)
     callbacks = [SeedEpoch(), SmoothLossOnDevice(),
                  FitMonitor(None if true_labels is None else torch.as_tensor(true_labels))]
     if loss == "gr":

@@ -22,7 +22,7 @@ from .config import RunSettings, TrainConfig
 from .data import ImageData
 from .dynamics import TrainingDynamics
 from .issues import ISSUES_FILE, rank_label_issues
-from .learner import fit_schedule, gr_learner, predict_probs
+from .learner import fit_schedule, gr_learner, predict_probs, unwrapped
 from .loader import make_dataloaders
 from .models import model_stats
 from .noise import NoisyLabels
@@ -45,11 +45,6 @@ RESULT_KEYS = ("test_accuracy_final", "test_accuracy_best", "train_accuracy_give
 def _stateful(cb) -> bool:
     # on the class: a fastai Callback answers unknown attributes from its Learner
     return callable(getattr(type(cb), "state_dict", None)) and callable(getattr(type(cb), "load_state_dict", None))
-
-
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    "The model itself, out of the DDP wrapper a launch of several processes fits it in."
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 class RunLog(Callback):
@@ -79,7 +74,7 @@ class RunLog(Callback):
         sl = learn.recorder.smooth_loss
         cbs = {type(cb).__name__: cb.state_dict() for cb in learn.cbs if _stateful(cb)}
         self.folder.save_checkpoint({
-            "epoch": epoch, "model": _unwrapped(learn.model).state_dict(), "opt": learn.opt.state_dict(),
+            "epoch": epoch, "model": unwrapped(learn.model).state_dict(), "opt": learn.opt.state_dict(),
             "rng": get_random_states(), "rows": self.rows, "elapsed": self.elapsed,
             "smooth_loss": (sl.val, sl.count), "callbacks": cbs})
 
@@ -88,7 +83,7 @@ class RunLog(Callback):
         state = self.folder.load_checkpoint()
         if state is None:
             return 0
-        learn.model.load_state_dict(state["model"])
+        unwrapped(learn.model).load_state_dict(state["model"])
         learn.create_opt()
         learn.opt.load_state_dict(state["opt"])
         set_random_states(**state["rng"])
@@ -192,7 +187,7 @@ def train_phase(
               warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss=cfg.loss, mixup=cfg.mixup)
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, weights=cfg.weights, lr=cfg.lr,
                        wd=cfg.wd,
-                       amp=resolved.amp, true_labels=labels.true if truth_known else None,
+                       amp=resolved.amp, compile=cfg.compile, true_labels=labels.true if truth_known else None,
                        record_examples=not light, record_dynamics=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
     reporter.phase(name, cfg.total_epochs, start)
@@ -236,7 +231,11 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
         if dyn is not None and folder.writes:
             folder.write_csv(ISSUES_FILE, rank_label_issues(labels.given, probs, aum, mean_p, data.train_items,
                                                             data.classes, labels.true if truth_known else None))
-        folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics))
+        model, learn.model = learn.model, unwrapped(learn.model)  # the model itself, not a compiled wrapper
+        try:
+            folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics))
+        finally:
+            learn.model = model
         if folder.writes:
             _plots(folder, rows, examples, resolved, truth_known)
     log.elapsed += time.perf_counter() - t0

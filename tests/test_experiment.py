@@ -104,3 +104,28 @@ def test_gr_beats_ce_on_noisy_digits_and_correction_is_precise(tmp_path):
     assert gr["correction_precision"] > 0.5 and gr["correction_recall"] > 0.5
     assert gr["noise_rate_after_correction"] < 0.2
     assert gr["test_accuracy_after_correction"] >= gr["test_accuracy_final"] - 0.02
+
+
+def test_compiled_run_trains_as_eager_resumes_and_exports_the_model_itself(tmp_path, image_folder, monkeypatch):
+    """`--compile MODE` wraps the model in torch.compile; checkpoints and learner.pkl hold the model itself, so a
+    resume and `load_learner` work as for an eager run. torch.compile's own backends are swapped for its `eager`
+    one here (the same kernels: a fast test of the plumbing; bench/compile_check.py measures real compilation)."""
+    real, modes = torch.compile, []
+
+    def fast_compile(model, mode=None, **kwargs):
+        modes.append(mode)
+        return real(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", fast_compile)
+    cfg = dict(data=str(image_folder), noise=0.25, epochs=3, img_size=8, bs=16)
+    eager = train_run(TrainConfig(**cfg), tmp_path / "eager")
+    with pytest.raises(KeyboardInterrupt):
+        train_run(TrainConfig(**cfg, compile="reduce-overhead"), tmp_path / "cut", reporter=StopAfter(1))
+    assert "_orig_mod." not in "".join(torch.load(tmp_path / "cut" / "checkpoint.pth", weights_only=False)["model"])
+    resumed = train_run(TrainConfig(epochs=99), tmp_path / "cut", resume=True)
+    assert modes == ["reduce-overhead", "reduce-overhead"]  # the resumed run read --compile from config.json
+    assert resumed["test_accuracy_final"] == pytest.approx(eager["test_accuracy_final"], abs=1e-6)
+    a, b = model_state(tmp_path / "cut" / "learner.pkl"), model_state(tmp_path / "eager" / "learner.pkl")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'; choose one of default, reduce-overhead"):
+        TrainConfig(compile="fast")
