@@ -292,7 +292,9 @@ class GRCallback(StatColumns, Callback):
         self._n_examples += p.numel()
         if ranks > 1:
             w64 = w.double()
-            self._moments.append(torch.stack([w64.sum(), w64.square().sum(), w64.new_tensor(float(w.numel()))]))
+            # the count as a fill kernel: `new_tensor` would copy it from the host, which can wait for the device
+            n = torch.full((), float(w.numel()), dtype=w64.dtype, device=w64.device)
+            self._moments.append(torch.stack([w64.sum(), w64.square().sum(), n]))
         if self.record_examples:
             y = self.learn.yb[0]
             idx = batch_indices(self.learn.dl, self.learn.iter, y.shape[0]).to(p.device)
