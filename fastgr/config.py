@@ -17,8 +17,7 @@ from .noise import NOISE_TYPES
 from .presets import BUDGET_WARNING, DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS, WARMUP_MODES, Setting, paper_setting
 
 __all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "IN_MEMORY", "COMPILE_MODES", "DEMO_NOISE",
-           "resolve_device",
-           "resolve_settings", "versions"]
+           "resolve_device", "resolve_settings", "versions"]
 
 LOSSES = ("gr", "ce", "ls", "gce", "sce")  # GR, then the baselines of `fastgr.losses`
 AUGMENTS = ("crop+flip", "crop", "none")  # pad-and-crop plus flip, the crop alone, nothing (`fastgr.loader`)

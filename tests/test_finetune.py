@@ -146,3 +146,15 @@ def test_bad_weights_are_named_before_anything_is_written(setup, tmp_path):
     torch.save(good.state_dict(), whole)
     again = create_finetune_model(ARCH, 3, 3, whole)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), good.state_dict().values()))
+
+
+def test_finetune_run_compiled_splits_and_trains_as_eager(setup, tmp_path, monkeypatch):
+    """`--compile` with fine-tuning: fastai's body/head split is taken from the model itself, not the compiled
+    wrapper (which cannot be indexed), and the run ends as the eager one does (torch.compile's `eager` backend)."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, **kw: real(model, backend="eager"))
+    data, path, _ = setup
+    runs = [train_run(cfg(data, path, epochs=1, compile=mode), tmp_path / str(mode)) for mode in (None, "default")]
+    assert runs[1]["test_accuracy_final"] == pytest.approx(runs[0]["test_accuracy_final"], abs=1e-6)
+    a, b = (model_state(tmp_path / m / "learner.pkl") for m in ("None", "default"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
