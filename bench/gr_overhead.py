@@ -5,8 +5,9 @@
 
 Interleaved repetitions (GR, CE, CE, GR, ...), each timing `--steps` training steps of a fastai Learner, and the
 median time per step of each; on CUDA the clock waits for the device only at the boundaries of a repetition.
-With `--sync-check` (CUDA) one epoch runs under `torch.cuda.set_sync_debug_mode("error")`: any host
-synchronisation inside a training step raises. Prints one JSON line.
+With `--sync-check` (CUDA) one epoch with GR runs with `torch.cuda.set_sync_debug_mode("error")` from the start of
+each training step to the end of its last callback (any host synchronisation there raises), then a second with
+warnings on lists where the synchronisations outside the steps come from. Prints one JSON line.
 """
 
 from __future__ import annotations
