@@ -110,13 +110,13 @@ def main() -> None:
     a = ap.parse_args()
     from fastgr.config import versions
 
+    result = json.loads(a.out.read_text()) if a.out.exists() else {}  # other measurements stay beside this one
     if a.mmap_threshold is not None:  # an extra measurement beside the default allocator's
-        result = json.loads(a.out.read_text()) if a.out.exists() else {}
         result[f"memory_mmap_{a.mmap_threshold}"] = {"command": " ".join(sys.argv),
                                                      **memory(a.sizes, a.work, a.mmap_threshold)}
     else:
-        result = {"meta": {"versions": versions(), "command": " ".join(sys.argv)},
-                  "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work)}
+        result.update({"meta": {"versions": versions(), "command": " ".join(sys.argv)},
+                       "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work)})
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
 

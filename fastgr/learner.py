@@ -28,6 +28,7 @@ from .models import create_finetune_model, create_model
 from .optim import ForeachSGD
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
 from .ranks import rank, world_size
+from .stream import StreamDL, TrimHostHeap
 from .telemetry import FitMonitor, SmoothLossOnDevice, fit_epoch
 
 __all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs", "unwrapped"]
@@ -135,8 +136,9 @@ def gr_learner(
 ) -> Learner:
     """A fastai `Learner` that trains as `fastgr train` does: SGD with momentum 0.9 and L2 weight decay,
     cross-entropy as the logged loss, GR's gradient (its `GRCallback`, `learn.gr`; none with `loss="ce"`),
-    channels-last and bf16 on CUDA, per-epoch columns of GR's telemetry and of the fit of the given labels (and,
-    given `true_labels`, of the true ones). `fit_schedule(learn, epochs, lr, finetune=pretrained or weights)` is
+    channels-last and bf16 on CUDA, the host heap trimmed every step when streaming files on the CPU
+    (`TrimHostHeap`), per-epoch columns of GR's telemetry and of the fit of the given labels (and, given
+    `true_labels`, of the true ones). `fit_schedule(learn, epochs, lr, finetune=pretrained or weights)` is
     then the command's schedule (`learn.fit_one_cycle(epochs)` from scratch, `fine_tune`'s when fine-tuning)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -177,6 +179,8 @@ def gr_learner(
         callbacks.append(MixUp(mixup))
     if amp:
         callbacks.append(MixedPrecision(amp_mode="bf16"))
+    if device.type == "cpu" and isinstance(dls.train, StreamDL):  # peak host memory that does not grow with files
+        callbacks.append(TrimHostHeap())
     loss_func = CrossEntropyLossFlat() if loss == "gr" else baseline_loss(loss)  # GR logs cross-entropy
     return Learner(dls, model, loss_func=loss_func, opt_func=partial(ForeachSGD, mom=0.9), lr=lr,
                    metrics=metrics if metrics is not None else [AvgMetric(test_acc)], wd=wd, moms=moms,

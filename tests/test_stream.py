@@ -114,7 +114,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def test_streamed_memory_does_not_grow_with_the_data(tmp_path):
-    "A small version of bench/stream_memory.py: peak RSS on 1,200 files within 1.2x of that on 120."
+    "A small version of bench/stream_data.py: peak RSS on 1,200 files within 1.2x of that on 120."
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -130,3 +130,25 @@ def test_streamed_memory_does_not_grow_with_the_data(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         peaks[n] = int(r.stdout.split()[-1])
     assert peaks[1200] <= 1.2 * peaks[120], peaks
+
+
+def test_streamed_cpu_training_trims_the_heap_after_every_training_step(tmp_path, monkeypatch):
+    "gr_learner adds `TrimHostHeap` when it streams on the CPU (not in memory); it trims once per training step."
+    from fastai.data.core import DataLoaders
+
+    import fastgr.stream as stream
+    from fastgr.learner import gr_learner
+    from fastgr.loader import make_dataloaders
+
+    calls = []
+    monkeypatch.setattr(stream, "malloc_trim", lambda: calls.append)
+    root = mixed_folder(tmp_path / "photos")
+    dls = make_dataloaders(load_data(root, img_size=16, in_memory="no"), bs=8)
+    streamed = DataLoaders(dls.train.new(num_workers=0), dls.valid.new(num_workers=0))
+    learn = gr_learner(streamed, "cifar_resnet20")
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 0.01)
+    assert len(calls) == 2 * (36 // 8) and set(calls) == {0}  # training steps only (drop_last), not validation
+    mem = make_dataloaders(load_data(root, img_size=16, in_memory="yes"), bs=8)
+    assert not any(isinstance(cb, stream.TrimHostHeap) for cb in gr_learner(mem, "cifar_resnet20").cbs)
+
