@@ -43,6 +43,8 @@ COLUMNS = {  # key: (column label, the flags that differ from the case's)
     "sce": ("SCE", dict(loss="sce")),  # alpha 0.1, beta 1 (Wang et al. 2019's CIFAR-10 setting)
     "mixup": ("MixUp", dict(loss="ce", mixup=0.4)),  # fastai's MixUp at its default alpha
     "gr": ("GR defaults", dict()),
+    # the paper's CIFAR-10 r = 0.4 row with fastgr's warm-up, given by hand (no noise rate): the proposed default
+    "gr116": ("GR 1/16/0.5", dict(lam=1.0, beta=16.0, warmup=0.5)),
     "preset": ("GR --preset", dict(preset=True)),
     "tune": ("GR --tune", dict(tune=True)),
 }
@@ -64,9 +66,23 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) 
     s["seconds"] = RunFolder(out).training_seconds()
     s["epochs"] = cfg.epochs
     s["flags"] = {k: v for k, v in flags.items() if k not in CIFAR or k == "data"}
+    s["device"] = json.loads((out / "config.json").read_text())["resolved"]["device"]  # a GPU's row says so
     m = pd.read_csv(out / "metrics.csv")
     s["curves"] = {c: [round(float(v), 4) for v in m[c]] for c in CURVES if c in m}
     return s
+
+
+def merge(out: Path, new: dict) -> dict:
+    """Add `new`'s rows to the results file `out`, read again just before writing (another process may have added
+    rows since), and write it whole by a rename; the merged results."""
+    results = json.loads(out.read_text()) if out.exists() else {"meta": {}, "rows": {}}
+    results["meta"] = new.get("meta") or results["meta"]
+    results["rows"].update(new["rows"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out)
+    return results
 
 
 def cell(r: dict | None) -> str:
@@ -82,7 +98,8 @@ def table(rows: dict) -> str:
                                                                     int(k.split("/")[1])))
     for ce in keys:
         case, epochs = ce.split("/")
-        lines.append(f"| {CASES[case][0]} | {epochs} | " +
+        gpu = any(rows.get(f"{ce}/{c}", {}).get("device", "cpu").startswith("cuda") for c in COLUMNS)
+        lines.append(f"| {CASES[case][0]}{' (GPU, bf16)' if gpu else ''} | {epochs} | " +
                      " | ".join(cell(rows.get(f"{ce}/{c}")) for c in COLUMNS) + " |")
     return "\n".join(lines)
 
@@ -123,9 +140,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--table", action="store_true", help="train nothing: print the results table")
     ap.add_argument("--figure", type=Path, default=None, help="train nothing: draw the per-epoch figure here")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, help="train nothing: merge the rows of these "
+                    "result files (other machines' --out) into --out")
     a = ap.parse_args()
+    if a.merge:
+        for f in a.merge:
+            merge(a.out, json.loads(f.read_text()))
     results = json.loads(a.out.read_text()) if a.out.exists() else {"meta": {}, "rows": {}}
-    if a.table or a.figure:
+    if a.table or a.figure or a.merge:
         if a.figure:
             figure(results["rows"], a.figure)
         print(table(results["rows"]))
@@ -135,15 +157,13 @@ def main() -> None:
         raise SystemExit(f"{data}/train missing: see this script's docstring")
     import torch
 
-    results["meta"] = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "versions": versions(),
-                       "protocol": CIFAR}
+    meta = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "versions": versions(),
+            "protocol": CIFAR}
     root = a.keep or Path(tempfile.mkdtemp())
     for epochs in a.epochs:
         for col in a.columns:
             s = run_one(a.case, epochs, col, root, a.keep is not None)
-            results["rows"][f"{a.case}/{s['epochs']}/{col}"] = s
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps(results, indent=1) + "\n")
+            results = merge(a.out, {"meta": meta, "rows": {f"{a.case}/{s['epochs']}/{col}": s}})
             print(a.case, epochs, col, cell(s), f"fit given {s['train_accuracy_given']:.3f}",
                   f"{s['seconds'] / 60:.1f} min", flush=True)
     print(table(results["rows"]))

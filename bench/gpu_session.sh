@@ -5,6 +5,12 @@
 #     bash bench/gpu_session.sh timings RESULTS_DIR    # quiet GPU: pipeline vs hand loop, GR overhead, compile
 #     bash bench/gpu_session.sh graphs RESULTS_DIR     # fastgr's learner under CUDA graphs: speed and gradients
 #     COMPILE=reduce-overhead bash bench/gpu_session.sh table3 RESULTS_DIR   # Table 3, r = 0.4, both protocols
+#     bash bench/gpu_session.sh sweep RESULTS_DIR      # budget_sweep's 120-epoch CIFAR rows, every column
+#     bash bench/gpu_session.sh issues RESULTS_DIR     # label_issues' CIFAR cases: every part (no cleanlab here)
+# sweep and issues need .data/cifar5k (`unpack_cifar10.py .data/cifar5k --train 500 --test 100`) and the CIFAR-10N
+# labels CSVs in .data (budget_sweep.py's docstring); they run JOBS (12) trainings at once, sharing the GPU (ResNet-20
+# on 5,000 images is host-bound alone); merge their rows here with `budget_sweep.py --merge DIR/sweep_*.json` and
+# score the issues parts with `uv run --group bench python bench/label_issues.py --case C --keep DIR/issues --collect`.
 # Table 3 runs 4 processes at once, which share the GPU (eager ResNet-56 at batch 128 keeps an H100 ~20% busy,
 # BENCHMARKS.md "GPU: one H100"); their wall times are those of a shared device, upper bounds of a run alone.
 # Start it with `setsid` so that it outlives a device command, and keep the machine held while it runs.
@@ -40,5 +46,21 @@ table3)
   for p in released text; do
     $py bench/reproduce_table3.py --merge "$dir"/${p}_{ce,gr,correct}.json --out "$dir/table3_$p.json"
   done > "$dir/table3.md" 2>&1
+  ;;
+sweep)
+  for c in cifar5k_sym40 c10n_random1 c10n_aggre cifar5k_pair30; do
+    for col in ce ls gce sce mixup gr gr116 preset tune; do
+      echo "$py bench/budget_sweep.py --case $c --epochs ${EPOCHS:-120} --columns $col --keep $dir/sweep" \
+           "--out $dir/sweep_${c}_$col.json > $dir/sweep_${c}_$col.log 2>&1"
+    done
+  done | xargs -P "${JOBS:-12}" -I{} bash -c {}
+  ;;
+issues)
+  for c in cifar5k_sym40 cifar5k_pair30 c10n_random1; do
+    for part in gr ce fold0 fold1 fold2 fold3 fold4; do
+      echo "$py bench/label_issues.py --case $c --epochs ${EPOCHS:-120} --keep $dir/issues --part $part" \
+           "> $dir/issues_${c}_$part.log 2>&1"
+    done
+  done | xargs -P "${JOBS:-12}" -I{} bash -c {}
   ;;
 esac

@@ -13,6 +13,13 @@ Per case (the data and noise of bench/budget_sweep.py's cases, its training prot
 Reported: AUROC of each ranking for the truly wrong labels, precision and recall of each flagged set, the estimate
 of the noise rate against the truth, training cost in images processed. Results merge into
 bench/results/label_issues.json under CASE.
+
+A case is seven trainings (`PARTS`: gr, ce, fold0..fold4), each a file or folder of its own under --keep, so that
+they can run one at a time over several sessions, or side by side as processes sharing a GPU on a machine without
+cleanlab, and be scored later where cleanlab is installed:
+
+    python bench/label_issues.py --case cifar5k_sym40 --keep DIR --part fold3     # train one part (no cleanlab)
+    uv run --group bench python bench/label_issues.py --case cifar5k_sym40 --keep DIR --collect   # score them
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from fastgr.config import versions
 from fastgr.issues import issue_auroc
 
 FOLDS = 5
+PARTS = ("gr", "ce", *(f"fold{k}" for k in range(FOLDS)))
 OUT = Path("bench/results/label_issues.json")
 
 
@@ -49,23 +57,26 @@ def flagged_stats(flagged: np.ndarray, wrong: np.ndarray) -> dict:
             "recall": float(flagged[wrong].mean()) if wrong.any() else None}
 
 
-def fastgr_run(cfg: TrainConfig, out: Path, keep: bool) -> dict:
-    if not (keep and (out / "summary.json").exists()):
-        train_run(cfg, out, overwrite=True)
+def fastgr_run(out: Path) -> dict:
+    "fastgr's ranking and flagged set from a finished run's label_issues.csv."
     f = pd.read_csv(out / "label_issues.csv")
     wrong, flagged = f["is_wrong"].to_numpy(bool), f["flagged"].to_numpy(bool)
     s = json.loads((out / "summary.json").read_text())
     return {"auroc": issue_auroc(f["score"], wrong),
             "auroc_late_p": issue_auroc(1 - f["mean_p_late"].fillna(f["p_given_final"]), wrong),
             "auroc_final_p": issue_auroc(1 - f["p_given_final"], wrong), **flagged_stats(flagged, wrong),
-            "true_noise_rate": float(wrong.mean()), "images_processed": cfg.epochs * len(f),
+            "true_noise_rate": float(wrong.mean()), "images_processed": len(pd.read_csv(out / "metrics.csv")) * len(f),
             "test_accuracy_final": s["test_accuracy_final"], "seconds": s["seconds"]}
 
 
-def cleanlab_cv(cfg: TrainConfig) -> dict:
-    "cleanlab's recipe: out-of-fold pred_probs from cross-entropy on 5 folds, then find_label_issues."
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+def fold_of(n: int, seed: int) -> np.ndarray:
+    "(n,) the cross-validation fold of every training example: a seeded permutation, dealt round."
+    return np.random.default_rng(seed).permutation(n) % FOLDS
+
+
+def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
+    """One fold of cleanlab's recipe: cross-entropy on the other four fifths for the same epochs, and the held-out
+    fifth's predicted probabilities, written to `out` (.npz: held indices, probs, given and true labels, cost)."""
     from fastai.torch_core import set_seed
 
     from fastgr.config import resolve_device
@@ -76,27 +87,50 @@ def cleanlab_cv(cfg: TrainConfig) -> dict:
 
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
     noisy, _ = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
-    n, device = len(noisy.given), resolve_device(cfg.device)
-    fold = np.random.default_rng(cfg.seed).permutation(n) % FOLDS
-    probs = np.zeros((n, data.n_classes))
-    t0, seen = time.perf_counter(), 0
-    for k in range(FOLDS):
-        held = fold == k
-        sub = data.holdout(held, noisy.given, f"{data.name} fold {k}")
-        set_seed(cfg.seed + k)
-        dls = make_dataloaders(sub, noisy.given[~held], cfg.bs, device, cfg.seed, cfg.augment or data.augment)
-        learn = gr_learner(dls, cfg.arch, loss="ce", lr=cfg.lr, wd=cfg.wd)
-        with learn.no_bar(), learn.no_logging():
-            fit_schedule(learn, cfg.epochs, cfg.lr)
-            p, _ = learn.get_preds(dl=dls.valid)
-        probs[held] = p.float().numpy()
-        seen += cfg.epochs * int((~held).sum())
-    flagged = find_label_issues(noisy.given, probs)
-    quality = get_label_quality_scores(noisy.given, probs)
-    wrong = noisy.given != noisy.true
+    held = fold_of(len(noisy.given), cfg.seed) == k
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    sub = data.holdout(held, noisy.given, f"{data.name} fold {k}")
+    set_seed(cfg.seed + k)
+    dls = make_dataloaders(sub, noisy.given[~held], cfg.bs, device, cfg.seed, cfg.augment or data.augment,
+                           channels_last=device.type == "cuda")
+    learn = gr_learner(dls, cfg.arch, loss="ce", lr=cfg.lr, wd=cfg.wd, amp=device.type == "cuda")
+    with learn.no_bar(), learn.no_logging():
+        fit_schedule(learn, cfg.epochs, cfg.lr)
+        p, _ = learn.get_preds(dl=dls.valid)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part.npz")  # written whole, then renamed: a cut run leaves no half file
+    np.savez(tmp, held=np.flatnonzero(held), probs=p.float().numpy(), given=noisy.given, true=noisy.true,
+             images=cfg.epochs * int((~held).sum()), seconds=time.perf_counter() - t0, device=str(device))
+    tmp.replace(out)
+
+
+def cleanlab_cv(folds: list[Path]) -> dict:
+    "cleanlab's recipe on the folds' out-of-fold pred_probs: find_label_issues flags, self-confidence ranks."
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    parts = [np.load(f) for f in folds]
+    given, true = parts[0]["given"], parts[0]["true"]
+    probs = np.zeros((len(given), parts[0]["probs"].shape[1]))
+    for part in parts:
+        probs[part["held"]] = part["probs"]
+    flagged = find_label_issues(given, probs)
+    quality = get_label_quality_scores(given, probs)
+    wrong = given != true
     return {"auroc": issue_auroc(1 - quality, wrong), **flagged_stats(flagged, wrong),
-            "true_noise_rate": float(wrong.mean()), "images_processed": seen,
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "true_noise_rate": float(wrong.mean()), "images_processed": int(sum(int(q["images"]) for q in parts)),
+            "seconds": round(sum(float(q["seconds"]) for q in parts), 2), "device": str(parts[0]["device"])}
+
+
+def train_part(cfg: TrainConfig, root: Path, part: str) -> None:
+    "Train one of a case's `PARTS` into `root` (the case's folder), unless it is there already."
+    if part in ("gr", "ce"):
+        out = root / part
+        if not (out / "summary.json").exists():
+            train_run(cfg if part == "gr" else cfg.replace(loss="ce"), out, overwrite=True)
+    elif not (root / f"{part}.npz").exists():
+        cv_fold(cfg, int(part.removeprefix("fold")), root / f"{part}.npz")
 
 
 def correction(cfg: TrainConfig, run: Path) -> dict:
@@ -157,20 +191,36 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the results table and train nothing")
     ap.add_argument("--correction", action="store_true", help="compare two correction rules on the kept GR run "
                     "(needs --keep and a finished case)")
+    ap.add_argument("--epochs", type=int, default=None, help="training budget of every part; default: the case's")
+    ap.add_argument("--part", choices=PARTS, default=None, help="train this part only, into --keep (no cleanlab)")
+    ap.add_argument("--collect", action="store_true", help="train nothing: score the parts found under --keep")
     a = ap.parse_args()
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     if a.table:
         print(table(results))
         return
-    cfg = TrainConfig(**_cases()[a.case][1])
+    flags = dict(_cases()[a.case][1])
+    if a.epochs is not None:
+        flags["epochs"] = a.epochs
+    cfg = TrainConfig(**flags)
+    if (a.part or a.collect or a.correction) and a.keep is None:
+        raise SystemExit("--part, --collect and --correction need --keep DIR")
+    root = (a.keep or Path(tempfile.mkdtemp(prefix="label_issues_"))) / a.case
     if a.correction:
-        results[a.case]["correction"] = correction(cfg, a.keep / a.case / "gr")
+        results[a.case]["correction"] = correction(cfg, root / "gr")
         OUT.write_text(json.dumps(results, indent=1) + "\n")
         return
-    root = a.keep or Path(tempfile.mkdtemp(prefix="label_issues_"))
-    r = {"fastgr_gr": fastgr_run(cfg, root / a.case / "gr", a.keep is not None),
-         "fastgr_ce": fastgr_run(cfg.replace(loss="ce"), root / a.case / "ce", a.keep is not None),
-         "cleanlab": cleanlab_cv(cfg)}
+    if a.part:
+        train_part(cfg, root, a.part)
+        return
+    if not a.collect:
+        for part in PARTS:
+            train_part(cfg, root, part)
+    missing = [p for p in PARTS if not (root / p / "summary.json").exists() and not (root / f"{p}.npz").exists()]
+    if missing:
+        raise SystemExit(f"{root}: parts not trained yet: {', '.join(missing)}")
+    r = {"fastgr_gr": fastgr_run(root / "gr"), "fastgr_ce": fastgr_run(root / "ce"),
+         "cleanlab": cleanlab_cv([root / f"fold{k}.npz" for k in range(FOLDS)]), "epochs": cfg.epochs}
     results["meta"] = {"versions": versions(), "folds": FOLDS}
     results[a.case] = r
     OUT.parent.mkdir(parents=True, exist_ok=True)
