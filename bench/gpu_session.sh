@@ -5,6 +5,7 @@
 #     bash bench/gpu_session.sh timings RESULTS_DIR    # quiet GPU: pipeline vs hand loop, GR overhead, compile
 #     bash bench/gpu_session.sh graphs RESULTS_DIR     # fastgr's learner under CUDA graphs: speed and gradients
 #     COMPILE=reduce-overhead bash bench/gpu_session.sh table3 RESULTS_DIR   # Table 3, r = 0.4, both protocols
+#     bash bench/gpu_session.sh streamed RESULTS_DIR   # the streamed path (files) against hand loops
 #     bash bench/gpu_session.sh sweep RESULTS_DIR      # budget_sweep's 120-epoch CIFAR rows, every column
 #     bash bench/gpu_session.sh issues RESULTS_DIR     # label_issues' CIFAR cases: every part (no cleanlab here)
 # sweep and issues need .data/cifar5k (`unpack_cifar10.py .data/cifar5k --train 500 --test 100`) and the CIFAR-10N
@@ -46,6 +47,11 @@ table3)
   for p in released text; do
     $py bench/reproduce_table3.py --merge "$dir"/${p}_{ce,gr,correct}.json --out "$dir/table3_$p.json"
   done > "$dir/table3.md" 2>&1
+  ;;
+streamed)
+  $py bench/pipeline_speed.py --data .data/cifar10 --device cuda --steps 50 --reps 3 \
+      --modes loop loop-streamed fastgr-gr fastgr-gr-streamed --out "$dir/pipeline_streamed.json" \
+      > "$dir/pipeline_streamed.log" 2>&1
   ;;
 sweep)
   for c in cifar5k_sym40 c10n_random1 c10n_aggre cifar5k_pair30; do

@@ -11,7 +11,10 @@ label fit, examples, label-issue dynamics). `loop` is a plain PyTorch loop over 
 a `randperm` order, `fastgr.loader.augment_batch`, normalise, channels-last, `torch.autocast(bfloat16)`, cross-
 entropy, `torch.optim.SGD(foreach)` with momentum 0.9 and weight decay; `loop-compiled` and `loop-cudagraphs` the
 same with the model `torch.compile`d (default mode, and "reduce-overhead": CUDA graphs); `fastgr-gr-cudagraphs` is
-`fastgr-gr` with the learner's model compiled "reduce-overhead". Each timing is the training
+`fastgr-gr` with the learner's model compiled "reduce-overhead". The streamed path (`--in-memory no`, the same
+files): `fastgr-gr-streamed` is `fastgr-gr` over `fastgr.stream.StreamDL` (its default decoding workers, random
+resized crops and flips on the device), `loop-streamed` the hand loop fed by a plain `torch.utils.data.DataLoader`
+(as many workers, PIL decoding, pinned memory, pad-crop-flip on the device). Each timing is the training
 phase of an epoch (`--steps` batches; no validation), the clock synchronised with the device at its ends; modes
 interleave over `--reps` and the median is reported. Prints one JSON line.
 """
@@ -46,6 +49,24 @@ class PhaseTimer(Callback):
         self.times.append(time.perf_counter() - self.t0)
 
 
+class FileSet(torch.utils.data.Dataset):
+    "Image files as (uint8 (C, H, W), label) pairs, decoded with PIL: the hand loop's streamed source."
+
+    def __init__(self, paths, labels):
+        self.paths, self.labels = list(paths), [int(y) for y in labels]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            x = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return x, self.labels[i]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=".data/cifar10")
@@ -77,8 +98,16 @@ def main() -> None:
     data.train_items = data.train_items[:n]
     torch.backends.cudnn.benchmark = a.cudnn_benchmark  # off in `fastgr train` (torch's default)
 
-    def learner_epoch(loss: str, fastai_sgd: bool, bare: bool = False, compile_mode: str | None = None):
-        dls = make_dataloaders(data, bs=a.bs, device=dev, seed=0, augment="crop+flip", channels_last=cuda)
+    def streamed_data():
+        files = load_data(a.data, 32, in_memory="no")
+        files.train_paths, files.train_y = files.train_paths[:n], files.train_y[:n]
+        files.train_items = files.train_items[:n]
+        return files
+
+    def learner_epoch(loss: str, fastai_sgd: bool, bare: bool = False, compile_mode: str | None = None,
+                      streamed: bool = False):
+        source = streamed_data() if streamed else data
+        dls = make_dataloaders(source, bs=a.bs, device=dev, seed=0, augment="crop+flip", channels_last=cuda)
         timer = PhaseTimer(sync)
         record = dict(true_labels=data.train_y, record_examples=True, record_dynamics=True) if not bare else {}
         learn = gr_learner(dls, a.arch, loss=loss, amp=cuda, cbs=[timer], compile=compile_mode, **record)
@@ -93,9 +122,16 @@ def main() -> None:
         run()  # warm-up: cuDNN's algorithm search, the allocator
         return run
 
-    def loop_epoch(compile_mode: str | None = None):
+    def loop_epoch(compile_mode: str | None = None, streamed: bool = False):
         mean, std = data.channel_stats()
         x_all, y_all = data.train_x.to(dev), data.train_y.to(dev)
+        if streamed:
+            from fastgr.stream import default_workers
+
+            files = streamed_data()
+            loader = torch.utils.data.DataLoader(
+                FileSet(files.train_paths, files.train_y), batch_size=a.bs, shuffle=True, drop_last=True,
+                num_workers=default_workers(dev), pin_memory=cuda, persistent_workers=True)
         mean = torch.tensor(mean, device=dev).mul(255).view(1, -1, 1, 1)
         std = torch.tensor(std, device=dev).mul(255).view(1, -1, 1, 1)
         model = create_model(a.arch, data.n_classes, 3).to(dev, memory_format=torch.channels_last if cuda else
@@ -109,13 +145,18 @@ def main() -> None:
             sync()
             t0 = time.perf_counter()
             order = torch.randperm(n, device=dev, generator=gen)
+            batches = iter(loader) if streamed else None
             for i in range(a.steps):
-                idx = order[i * a.bs:(i + 1) * a.bs]
-                xb = augment_batch(x_all[idx], 4, True, gen).float().sub_(mean).div_(std)
+                if streamed:
+                    xu, yb = (t.to(dev, non_blocking=True) for t in next(batches))
+                else:
+                    idx = order[i * a.bs:(i + 1) * a.bs]
+                    xu, yb = x_all[idx], y_all[idx]
+                xb = augment_batch(xu, 4, True, gen).float().sub_(mean).div_(std)
                 if cuda:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
-                    loss = F.cross_entropy(forward(xb), y_all[idx])
+                    loss = F.cross_entropy(forward(xb), yb)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -130,7 +171,9 @@ def main() -> None:
               "fastgr-ce-bare": partial(learner_epoch, "ce", False, True),
               "fastgr-ce": partial(learner_epoch, "ce", False),
               "fastgr-gr": partial(learner_epoch, "gr", False), "fastai-sgd": partial(learner_epoch, "ce", True),
-              "fastgr-gr-cudagraphs": partial(learner_epoch, "gr", False, compile_mode="reduce-overhead")}
+              "fastgr-gr-cudagraphs": partial(learner_epoch, "gr", False, compile_mode="reduce-overhead"),
+              "fastgr-gr-streamed": partial(learner_epoch, "gr", False, streamed=True),
+              "loop-streamed": partial(loop_epoch, streamed=True)}
     runs = {m: makers[m]() for m in a.modes}
     times = {m: [] for m in a.modes}
     for rep in range(a.reps):
