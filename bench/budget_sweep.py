@@ -31,6 +31,9 @@ from fastgr.config import versions
 CIFAR = dict(data=".data/cifar5k", arch="cifar_resnet20", lr=0.1, bs=128, wd=5e-4, augment="crop+flip", seed=0)
 CASES = {  # key: (row label, config)
     "digits40": ("digits, 40% symmetric", dict(data="digits")),
+    # for the proposed default: what it costs where the labels are clean, and on class-dependent noise
+    "digits_clean": ("digits, clean labels", dict(data="digits", noise=0.0)),
+    "digits_pair30": ("digits, 30% pairflip", dict(data="digits", noise=0.3, noise_type="pairflip")),
     "cifar5k_sym40": ("CIFAR-5k, 40% symmetric", dict(CIFAR, noise=0.4, noise_type="symmetric")),
     "cifar5k_pair30": ("CIFAR-5k, 30% pairflip", dict(CIFAR, noise=0.3, noise_type="pairflip")),
     "c10n_random1": ("CIFAR-10N random_label1 (17%) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_random1.csv")),
