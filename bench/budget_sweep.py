@@ -56,7 +56,8 @@ OUT = Path("bench/results/budget_sweep.json")
 
 
 def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) -> dict:
-    "Train one cell (resuming a kept, interrupted one) and return its summary with per-epoch curves."
+    """Train one cell (resuming a kept, interrupted one; reading a kept, finished one) and return its summary with
+    per-epoch curves."""
     flags = {**CASES[case][1], **COLUMNS[column][1]}
     if epochs is not None:
         flags["epochs"] = epochs
@@ -64,8 +65,11 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) 
     out = root / case / str(cfg.epochs) / column
     resume = keep and (out / "checkpoint.pth").exists() and not (out / "summary.json").exists()
     t0 = time.perf_counter()
-    s = train_run(cfg, out, overwrite=not resume, resume=resume)
-    s["wall_seconds"] = time.perf_counter() - t0
+    if keep and (out / "summary.json").exists():
+        s = {**json.loads((out / "summary.json").read_text()), "wall_seconds": None}
+    else:
+        s = train_run(cfg, out, overwrite=not resume, resume=resume)
+        s["wall_seconds"] = time.perf_counter() - t0
     s["seconds"] = RunFolder(out).training_seconds()
     s["epochs"] = cfg.epochs
     s["flags"] = {k: v for k, v in flags.items() if k not in CIFAR or k == "data"}
@@ -107,28 +111,30 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def figure(rows: dict, path: Path, case: str = "cifar5k_sym40") -> None:
-    "Per-epoch test accuracy (solid) and fit of the given labels (dashed), one panel per budget."
+def figure(rows: dict, path: Path, cases: tuple[str, ...] = ("cifar5k_sym40", "c10n_random1")) -> None:
+    "Per-epoch test accuracy (solid) and fit of the given labels (dashed), one panel per CIFAR case and budget."
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = sorted({int(k.split("/")[1]) for k in rows if k.startswith(case + "/")})
-    fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4), squeeze=False, sharey=True)
-    for ax, b in zip(axes[0], budgets):
+    panels = sorted({(c, int(k.split("/")[1])) for k in rows for c in cases if k.startswith(c + "/")},
+                    key=lambda cb: (cases.index(cb[0]), cb[1]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False, sharey=True)
+    for ax, (case, b) in zip(axes[0], panels):
         for i, (col, (label, _)) in enumerate(COLUMNS.items()):
             r = rows.get(f"{case}/{b}/{col}")
             if r is None:
                 continue
             x = range(1, len(r["curves"]["test_acc"]) + 1)
-            line, = ax.plot(x, r["curves"]["test_acc"], label=f"{label}: test", color=f"C{i}")
+            line, = ax.plot(x, r["curves"]["test_acc"], label=label, color=f"C{i}")
             ax.plot(x, r["curves"]["train_acc_given"], "--", color=line.get_color(), alpha=0.6)
         ax.set(title=f"{CASES[case][0]}, {b} epochs", xlabel="epoch", ylim=(0, 1))
+        ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     axes[0][0].set_ylabel("accuracy")
     fig.suptitle("solid: clean test accuracy; dashed: fit of the given (noisy) training labels", fontsize=9)
-    axes[0][-1].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
