@@ -83,6 +83,11 @@ def merge(out: Path, new: dict) -> dict:
     """Add `new`'s rows to the results file `out`, read again just before writing (another process may have added
     rows since), and write it whole by a rename; the merged results."""
     results = json.loads(out.read_text()) if out.exists() else {"meta": {}, "rows": {}}
+    for key, row in new["rows"].items():  # a CPU cell and a GPU (bf16) one are different measurements: keep both
+        old = results["rows"].get(key)
+        if old is not None and old.get("device", "cpu").split(":")[0] != row.get("device", "cpu").split(":")[0]:
+            raise SystemExit(f"{out} has {key} from {old.get('device', 'cpu')}, not {row.get('device')}: merge into "
+                             "another file (--out)")
     results["meta"] = new.get("meta") or results["meta"]
     results["rows"].update(new["rows"])
     out.parent.mkdir(parents=True, exist_ok=True)

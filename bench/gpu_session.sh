@@ -10,7 +10,8 @@
 #     bash bench/gpu_session.sh issues RESULTS_DIR     # label_issues' CIFAR cases: every part (no cleanlab here)
 # sweep and issues need .data/cifar5k (`unpack_cifar10.py .data/cifar5k --train 500 --test 100`) and the CIFAR-10N
 # labels CSVs in .data (budget_sweep.py's docstring); they run JOBS (12) trainings at once, sharing the GPU (ResNet-20
-# on 5,000 images is host-bound alone); merge their rows here with `budget_sweep.py --merge DIR/sweep_*.json` and
+# on 5,000 images is host-bound alone); merge their rows here with `budget_sweep.py --merge DIR/sweep_*.json --out
+# bench/results/budget_sweep_gpu.json` (GPU rows beside, not over, the CPU ones; `--table --out` prints them) and
 # score the issues parts with `uv run --group bench python bench/label_issues.py --case C --keep DIR/issues --collect`.
 # Table 3 runs 4 processes at once, which share the GPU (eager ResNet-56 at batch 128 keeps an H100 ~20% busy,
 # BENCHMARKS.md "GPU: one H100"); their wall times are those of a shared device, upper bounds of a run alone.
