@@ -57,7 +57,12 @@ def _probs(learn, x: torch.Tensor | list[Path], device) -> torch.Tensor:
     template = learn.dls.train
     if isinstance(x, torch.Tensor):
         x = ImageTensors(x, torch.zeros(len(x), dtype=torch.long))
-    dl = template.new(x, shuffle=False, drop_last=False, augment="none", bs=max(template.bs, 256), device=device)
+    from .stream import StreamDL, default_workers
+
+    # streamed files are decoded with this machine's workers, not those of the one that trained
+    workers = dict(num_workers=default_workers(device)) if isinstance(template, StreamDL) else {}
+    dl = template.new(x, shuffle=False, drop_last=False, augment="none", bs=max(template.bs, 256), device=device,
+                      **workers)
     with learn.no_bar(), learn.no_logging():
         probs, _ = learn.get_preds(dl=dl)
     return probs.float()

@@ -169,13 +169,17 @@ class StreamDL(TfmdDL):
 
     def new(self, dataset=None, cls=None, **kwargs) -> StreamDL:
         """A copy with some settings changed; `dataset` may be image files (or `(file, label)` pairs) to predict.
-        fastai's own `new(dataset=<Datasets>)` (its `test_dl`, an export's `new_empty`) keeps the files."""
+        fastai's own `new(dataset=<Datasets>)` (its `test_dl`, an export's `new_empty`) keeps the files. Settings
+        other than `_settings` and the worker options are ignored (the transforms are the loader's own)."""
         if dataset is None:
             items = self.items
         else:
             raw = dataset.items if isinstance(dataset, Datasets) else dataset  # fastai's test_set keeps them raw
             items = [it if isinstance(it, tuple) else (it, 0) for it in raw]
         settings = {k: getattr(self, k) for k in self._settings}
+        # fastai keeps the worker count (and the loader's options) in its `_FakeLoader`: `self.num_workers` is 1
+        settings.update(num_workers=self.fake_l.num_workers, pin_memory=self.pin_memory, timeout=self.timeout,
+                        persistent_workers=self.fake_l.persistent_workers)
         return (cls or type(self))(items, **{**settings, **{k: v for k, v in kwargs.items() if k in settings}})
 
 

@@ -152,3 +152,16 @@ def test_streamed_cpu_training_trims_the_heap_after_every_training_step(tmp_path
     mem = make_dataloaders(load_data(root, img_size=16, in_memory="yes"), bs=8)
     assert not any(isinstance(cb, stream.TrimHostHeap) for cb in gr_learner(mem, "cifar_resnet20").cbs)
 
+
+
+def test_new_keeps_the_workers_and_loader_options(tmp_path):
+    "fastai holds the worker count in its `_FakeLoader` (`dl.num_workers` is always 1): a copy must keep the real one."
+    from fastgr.stream import StreamDL
+
+    root = mixed_folder(tmp_path / "photos", n=2)
+    items = [(p, i % 3) for i, p in enumerate(sorted((root / "train").rglob("*.*")))]
+    for workers in (0, 3):
+        dl = StreamDL(items, ["cat", "dog", "owl"], 16, bs=2, num_workers=workers, timeout=7)
+        for copy in (dl.new(), dl.new(augment="none"), dl.new(items[:2]), dl.new(shuffle=True)):
+            assert copy.fake_l.num_workers == workers and copy.timeout == 7
+    assert dl.new(num_workers=1).fake_l.num_workers == 1
