@@ -153,7 +153,6 @@ def test_streamed_cpu_training_trims_the_heap_after_every_training_step(tmp_path
     assert not any(isinstance(cb, stream.TrimHostHeap) for cb in gr_learner(mem, "cifar_resnet20").cbs)
 
 
-
 def test_new_keeps_the_workers_and_loader_options(tmp_path):
     "fastai holds the worker count in its `_FakeLoader` (`dl.num_workers` is always 1): a copy must keep the real one."
     from fastgr.stream import StreamDL
