@@ -5,6 +5,7 @@
 #     bash bench/gpu_session.sh timings RESULTS_DIR    # quiet GPU: pipeline vs hand loop, GR overhead, compile
 #     bash bench/gpu_session.sh graphs RESULTS_DIR     # fastgr's learner under CUDA graphs: speed and gradients
 #     COMPILE=reduce-overhead bash bench/gpu_session.sh table3 RESULTS_DIR   # Table 3, r = 0.4, both protocols
+#     COMPILE=reduce-overhead WARMUP=0.5 bash bench/gpu_session.sh table3 RESULTS_DIR   # GR rows with the warm-up
 #     bash bench/gpu_session.sh streamed RESULTS_DIR   # the streamed path (files) against hand loops
 #     bash bench/gpu_session.sh sweep RESULTS_DIR      # budget_sweep's 120-epoch CIFAR rows, every column
 #     bash bench/gpu_session.sh issues RESULTS_DIR     # label_issues' CIFAR cases: every part (no cleanlab here)
@@ -15,7 +16,9 @@
 # score the issues parts with `uv run --group bench python bench/label_issues.py --case C --keep DIR/issues --collect`.
 # Table 3 runs 4 processes at once, which share the GPU (eager ResNet-56 at batch 128 keeps an H100 ~20% busy,
 # BENCHMARKS.md "GPU: one H100"); their wall times are those of a shared device, upper bounds of a run alone.
-# Start it with `setsid` so that it outlives a device command, and keep the machine held while it runs.
+# Start it with `setsid` so that it outlives a device command, and keep the machine held while it runs; install
+# fastai's wheels outside the checkout (`pip install --target /tmp/site`): a later device command replaces the
+# checkout, and a stage still running then fails to import what was installed in it (2026-11-23's corrections).
 set -u
 what=$1 dir=$2
 mkdir -p "$dir"
@@ -39,14 +42,15 @@ graphs)
 table3)
   t3() { name=$1; shift; $py bench/reproduce_table3.py --data .data/cifar10 --device cuda --out "$dir/$name.json" \
          ${COMPILE:+--compile $COMPILE} "$@" > "$dir/$name.log" 2>&1; }
+  w=${WARMUP:+_warm}  # GR's rows with fastgr's warm-up: CE is the same run, trained once
   for p in released text; do
-    t3 ${p}_ce --protocol $p --rows ce &
-    (t3 ${p}_gr --protocol $p --rows gr --probs "$dir/${p}_probs.pt" &&
-     t3 ${p}_correct --protocol $p --rows correct --probs "$dir/${p}_probs.pt") &
+    [ -n "$w" ] || t3 ${p}_ce --protocol $p --rows ce &
+    (t3 ${p}_gr$w --protocol $p --rows gr --probs "$dir/${p}_probs$w.pt" ${WARMUP:+--warmup $WARMUP} &&
+     t3 ${p}_correct$w --protocol $p --rows correct --probs "$dir/${p}_probs$w.pt" ${WARMUP:+--warmup $WARMUP}) &
   done
   wait
   for p in released text; do
-    $py bench/reproduce_table3.py --merge "$dir"/${p}_{ce,gr,correct}.json --out "$dir/table3_$p.json"
+    $py bench/reproduce_table3.py --merge "$dir"/${p}_*.json --out "$dir/table3_$p.json"
   done > "$dir/table3.md" 2>&1
   ;;
 streamed)

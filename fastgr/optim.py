@@ -35,12 +35,14 @@ class ForeachSGD(Optimizer):
             if ps:
                 yield ps, hyper
 
-    @torch.no_grad()
     def zero_grad(self):
-        for ps, _ in self._groups():
-            for p in ps:
-                p.grad.detach_()
-            torch._foreach_zero_([p.grad for p in ps])
+        # None, as torch's optimizers do, not fastai's zeros in place: a kept gradient is the memory the next
+        # backward adds into, and under CUDA graphs (`--compile reduce-overhead`) that memory is an output of the
+        # last replay, which the next one overwrites (torch refuses the access). A parameter that gets no gradient
+        # in a step is then skipped that step, as in `torch.optim.SGD`.
+        for pg in self.param_lists:
+            for p in pg:
+                p.grad = None
 
     @torch.no_grad()
     def step(self, closure=None):

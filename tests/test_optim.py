@@ -27,6 +27,33 @@ def train(opt, model, batches):
         opt.zero_grad()
 
 
+def test_zero_grad_frees_the_gradients_and_an_idle_parameter_is_not_stepped_as_in_torchs_sgd():
+    # None, not zeros: under CUDA graphs a kept gradient is the last replay's output memory, which the next replay
+    # overwrites and torch refuses to add into (`--compile reduce-overhead` failed so on the first backward)
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
+    extra = torch.nn.Linear(6, 3)  # used by the first step only
+    new, new_extra = copy.deepcopy(ref), copy.deepcopy(extra)
+    theirs = torch.optim.SGD([*ref.parameters(), *extra.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4,
+                             foreach=True)
+    ours = ForeachSGD([*new.parameters(), *new_extra.parameters()], lr=0.1, mom=0.9, wd=5e-4)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(3)]
+    for step, (x, y) in enumerate(batches):
+        for opt, m, e in ((theirs, ref, extra), (ours, new, new_extra)):
+            out = m(x) + (e(x) if step == 0 else 0)
+            torch.nn.functional.cross_entropy(out, y).backward()
+            opt.step()
+            opt.zero_grad()
+            assert all(p.grad is None for p in [*m.parameters(), *e.parameters()])
+        if step == 0:
+            after_first = new_extra.weight.detach().clone()
+    for a, b in zip([*ref.parameters(), *extra.parameters()], [*new.parameters(), *new_extra.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # the idle layer moved once (its first step), not again by momentum alone in the steps it had no gradient
+    assert torch.equal(new_extra.weight, after_first)
+
+
 def test_foreach_sgd_is_fastais_sgd_bit_for_bit_and_shares_its_state():
     torch.manual_seed(0)
     ref = create_model("cifar_resnet20", 10, 3)
