@@ -164,3 +164,31 @@ def test_new_keeps_the_workers_and_loader_options(tmp_path):
         for copy in (dl.new(), dl.new(augment="none"), dl.new(items[:2]), dl.new(shuffle=True)):
             assert copy.fake_l.num_workers == workers and copy.timeout == 7
     assert dl.new(num_workers=1).fake_l.num_workers == 1
+
+
+def test_prediction_decodes_with_this_machines_workers_not_the_trainers(tmp_path, monkeypatch):
+    "A learner exported where training had N decoding workers predicts with `default_workers` of where it runs."
+    from fastai.data.core import DataLoaders
+
+    import fastgr.stream as stream
+    from fastgr.learner import gr_learner
+    from fastgr.loader import make_dataloaders
+    from fastgr.prediction import _probs
+
+    root = mixed_folder(tmp_path / "photos", n=3)
+    data = load_data(root, img_size=16, in_memory="no")
+    dls = make_dataloaders(data, bs=4)
+    trained_with = DataLoaders(dls.train.new(num_workers=3), dls.valid.new(num_workers=0))  # e.g. a GPU machine's
+    learn = gr_learner(trained_with, "cifar_resnet20", in_chans=3)
+    monkeypatch.setattr(stream, "default_workers", lambda device: 0)  # this machine's count
+    seen, get_preds = [], learn.get_preds
+
+    def spy(dl=None, **kw):
+        seen.append(dl.fake_l.num_workers)
+        return get_preds(dl=dl, **kw)
+
+    learn.get_preds = spy
+    probs = _probs(learn, list(data.train_paths), "cpu")
+    assert seen == [0]
+    assert probs.shape == (len(data.train_paths), 3)
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)))
