@@ -8,7 +8,8 @@
 On one GPU the rows can run as separate processes side by side (they share the device): `--rows ce`, `--rows gr
 --probs P` (writes GR's training-set probabilities), `--rows correct --probs P` (relabels from them and retrains),
 each with its own `--out`; `--merge A.json B.json ... --out T.json` joins their rows into one table.
-`--noise R` runs another row of Table 3 with the paper's lam and beta for R (`fastgr.presets.PAPER_SETTINGS`).
+`--noise R` runs another row of Table 3 with the paper's lam and beta for R (`fastgr.presets.PAPER_SETTINGS`);
+`--warmup W` gives GR's rows fastgr's warm-up (the paper has none), named apart in the table.
 
 Two protocols, both 40% symmetric noise, SGD momentum 0.9 with L2 weight decay, batch 128, pad-4 crop + flip,
 lr 0.1 stepped down by 10x:
@@ -89,7 +90,8 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
     probs = predict_probs(learn)
     pred = probs.argmax(1).numpy()
     noisy = given != true
-    out = {"warmup": warmup if lam_beta else None, "test_accuracy": accs[-1], "test_accuracy_best": max(accs), "seconds": seconds, "epochs": epochs,
+    out = {"warmup": warmup if lam_beta else None, "test_accuracy": accs[-1], "test_accuracy_best": max(accs),
+           "seconds": seconds, "epochs": epochs,
            "fit_corrupted": float((pred[noisy] == given[noisy]).mean()),
            "fit_intact": float((pred[~noisy] == given[~noisy]).mean())}
     log(f"  {epochs} epochs ({epochs * len(dls.train)} iterations): test accuracy {out['test_accuracy']:.4f} "
