@@ -91,7 +91,7 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
     pred = probs.argmax(1).numpy()
     noisy = given != true
     out = {"warmup": warmup if lam_beta else None, "test_accuracy": accs[-1], "test_accuracy_best": max(accs),
-           "seconds": seconds, "epochs": epochs,
+           "seconds": seconds, "epochs": epochs, "curve": accs,  # test accuracy after each epoch
            "fit_corrupted": float((pred[noisy] == given[noisy]).mean()),
            "fit_intact": float((pred[~noisy] == given[~noisy]).mean())}
     log(f"  {epochs} epochs ({epochs * len(dls.train)} iterations): test accuracy {out['test_accuracy']:.4f} "
@@ -119,6 +119,34 @@ def merge(files: list[Path], out: Path) -> dict:
     return result
 
 
+def plot(results: list[dict], path: Path) -> None:
+    "Test accuracy per epoch of every row, one panel per protocol, the paper's final figures as dotted lines."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), sharey=True, squeeze=False)
+    for ax, result in zip(axes[0], results):
+        for name, row in result["rows"].items():
+            curve = row.get("curve")
+            if curve:
+                its = [(i + 1) * result["iterations"] / len(curve) / 1000 for i in range(len(curve))]
+                ax.plot(its, curve, label=f"{name}: {row['test_accuracy']:.3f}")
+        for name, acc in PAPER.items():
+            if result["noise"] == 0.4:
+                ax.axhline(acc, ls=":", lw=1, color="grey")
+                ax.annotate(f"paper {name} {acc:.3f}", (0, acc), fontsize=7, color="grey",
+                            va="top" if name == "GR" else "bottom")
+        ax.set(title=f"{result['protocol']}: {PROTOCOLS[result['protocol']]['iters'] // 1000}k iterations, "
+                     f"r = {result['noise']:g}", xlabel="iterations (thousands)", ylim=(0, 1))
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("test accuracy")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def print_table(result: dict, log) -> None:
     log("| run | final (best) | paper | fit of corrupted / intact labels | minutes |\n|---|---|---|---|---|")
     for k, v in result["rows"].items():
@@ -144,8 +172,16 @@ def main() -> None:
                     help="GR's warm-up (fraction of training at plain CE), fastgr's; the paper has none (0)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="join these --out files into --out")
+    ap.add_argument("--figure", type=Path, default=None, metavar="PNG",
+                    help="plot the merged results given as --results (one panel each) into PNG; trains nothing")
+    ap.add_argument("--results", type=Path, nargs="+", default=None)
     a = ap.parse_args()
     log = partial(print, flush=True)
+    if a.figure:
+        if not a.results or not all(f.is_file() for f in a.results):
+            raise SystemExit("error: --figure needs --results FILES of merged tables")
+        plot([json.loads(f.read_text()) for f in a.results], a.figure)
+        return
     if a.merge:
         if a.out is None:
             raise SystemExit("error: --merge needs --out")
