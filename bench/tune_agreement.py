@@ -22,7 +22,9 @@ from scipy.stats import kendalltau
 OUT = Path("bench/results/tune_agreement.json")
 
 
-COLUMN = {("ce", None, None, None): "ce", ("gr", 0.5, 8.0, 0.0): "gr", ("gr", 1.0, 16.0, 0.5): "preset"}
+# a candidate's column folders: lam 1 / beta 16 / warm-up 0.5 is `--preset` at 40% noise, and `gr116` given by hand
+COLUMN = {("ce", None, None, None): ("ce",), ("gr", 0.5, 8.0, 0.0): ("gr",),
+          ("gr", 1.0, 16.0, 0.5): ("preset", "gr116")}
 
 
 def agreement(row: Path) -> dict:
@@ -32,8 +34,8 @@ def agreement(row: Path) -> dict:
     names, noisy, clean = [], [], []
     for _, r in table.iterrows():
         key = (r["loss"],) + ((None,) * 3 if r["loss"] != "gr" else (r["lam"], r["beta"], r["warmup"]))
-        col = COLUMN.get(key)
-        if col and (row / col / "summary.json").exists():
+        col = next((c for c in COLUMN.get(key, ()) if (row / c / "summary.json").exists()), None)
+        if col:
             names.append(col)
             noisy.append(float(r["holdout_acc_noisy"]))
             clean.append(json.loads((row / col / "summary.json").read_text())["test_accuracy_final"])
@@ -52,7 +54,12 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="row folders: CASE/EPOCHS of a kept budget sweep")
     a = ap.parse_args()
     rows = [agreement(r) for r in a.runs if (r / "tune" / "tune.csv").exists()]
-    OUT.write_text(json.dumps(rows, indent=1) + "\n")
+    # rows measured earlier (their run folders may be gone) stay; a row measured again is replaced
+    new = {r["row"] for r in rows}
+    kept = [r for r in (json.loads(OUT.read_text()) if OUT.exists() else []) if r["row"] not in new]
+    tmp = OUT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept + rows, indent=1) + "\n")
+    tmp.replace(OUT)
     for r in rows:
         tau = "-" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
         verdict = "the best" if r["chosen_is_best_clean"] else f"short of the best by {r['shortfall']:.3f}"
