@@ -34,11 +34,6 @@ import torch
 
 PAPER = {"CE": 0.609, "GR": 0.833, "GR + correction": 0.853}  # r = 0.4
 ROWS = {"ce": "CE", "gr": "GR", "correct": "GR + correction"}
-
-
-def row_name(key: str, warmup: float) -> str:
-    "A row's name in the table: GR's rows with fastgr's warm-up (not the paper's setting) say so."
-    return ROWS[key] if key == "ce" or not warmup else f"{ROWS[key]} (warm-up {warmup:g})"
 PROTOCOLS = {
     "released": {"iters": 30000, "drops": (15000, 22000), "wd": 5e-4,
                  "source": "the authors' released solver (30k iterations, steps at 15k and 22k, wd 5e-4)"},
@@ -46,6 +41,16 @@ PROTOCOLS = {
              "source": "the paper's text, Sec. 4.1 (lr x0.1 every 5k iterations, wd 1e-4; 20k iterations: the text "
                        "gives no total)"},
 }
+
+
+def row_name(key: str, warmup: float) -> str:
+    "A row's name in the table: GR's rows with fastgr's warm-up (not the paper's setting) say so."
+    return ROWS[key] if key == "ce" or not warmup else f"{ROWS[key]} (warm-up {warmup:g})"
+
+
+def paper_row(name: str) -> str:
+    "The paper's row a table row stands beside: its name without the warm-up."
+    return name.split(" (")[0]
 
 
 def step_schedule(total: int, drops: tuple[int, ...], lr: float):
@@ -111,7 +116,7 @@ def merge(files: list[Path], out: Path) -> dict:
         result["rows"].update(p["rows"])
         result["correction"] = p.get("correction") or result.get("correction")
     order = [ROWS[k] for k in ROWS]  # CE, GR, correction; each row with a warm-up after the one without
-    result["rows"] = dict(sorted(result["rows"].items(), key=lambda kv: (order.index(kv[0].split(" (")[0]), kv[0])))
+    result["rows"] = dict(sorted(result["rows"].items(), key=lambda kv: (order.index(paper_row(kv[0])), kv[0])))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
@@ -236,7 +241,7 @@ def main() -> None:
               "noise": a.noise, "lam": lam_beta[0], "beta": lam_beta[1], "compile": a.compile,
               "iterations": iters, "drops": drops, "wd": protocol["wd"], "arch": arch, "data": str(a.data),
               "versions": versions(), "correction": report,
-              "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": paper.get(k.split(" (")[0])}
+              "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": paper.get(paper_row(k))}
                        for k, r in rows.items()}}
     out = a.out or Path(f"bench/results/table3_{a.protocol}{'_small' if a.small else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ fastai's `Optimizer.step` runs its step callbacks (`l2_reg`, `average_grad`, `mo
 time in Python: for ResNet-56 that is ~170 parameters x 3 small kernels and dict merges a step, which on a GPU
 costs more than the network's own kernels (BENCHMARKS.md, "GPU"). `ForeachSGD` is the same optimizer — the same
 arithmetic, hyper-parameters, per-parameter `do_wd`, freezing and state (`grad_avg`), so checkpoints of either
-load in the other — with the per-parameter loop replaced by list kernels.
+load in the other — with the per-parameter loop replaced by list kernels. One difference: `zero_grad` sets the
+gradients to None as torch's optimizers do (CUDA graphs need it: see there), so a parameter that gets no gradient
+in a step is not stepped by momentum alone; where every trainable parameter gets one, the two agree bit for bit.
 """
 
 from __future__ import annotations
