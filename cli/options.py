@@ -16,7 +16,7 @@ import typer
 
 from fastgr.config import AUGMENTS, COMPILE_MODES, DEMO_NOISE, IN_MEMORY, LOSSES, TrainConfig
 from fastgr.noise import NOISE_TYPES
-from fastgr.presets import FIXED_DEFAULT, PRESET_WARMUP, WARMUP_MODES
+from fastgr.presets import FIXED_DEFAULT, LONG_BUDGET_EPOCHS, LONG_DEFAULT, PRESET_WARMUP, WARMUP_MODES
 
 DEFAULTS = TrainConfig()
 
@@ -112,11 +112,11 @@ LossOpt = Annotated[Loss, typer.Option(
 MixupOpt = Annotated[float, typer.Option("--mixup", min=0, callback=finite,
                                          help="MixUp's alpha with a baseline loss (fastai's MixUp); 0: none.")]
 Lam = Annotated[float, typer.Option("--lam", min=0, callback=finite, show_default=False,
-                                    help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}, or the "
-                                         "preset's]")]
+                                    help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}; "
+                                         f"{LONG_DEFAULT.lam:g} from {LONG_BUDGET_EPOCHS} epochs; or the preset's]")]
 Beta = Annotated[float, typer.Option("--beta", min=0, callback=finite, show_default=False,
-                                     help=f"Emphasis spread parameter. \\[default: {FIXED_DEFAULT.beta:g}, or the "
-                                          "preset's]")]
+                                     help=f"Emphasis spread parameter. \\[default: {FIXED_DEFAULT.beta:g}; "
+                                          f"{LONG_DEFAULT.beta:g} from {LONG_BUDGET_EPOCHS} epochs; or the preset's]")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (one-cycle schedule).")]
 Lr = Annotated[float, typer.Option("--lr", min=0, callback=finite,
                                    help="Peak learning rate of SGD (momentum 0.9): a finite number > 0.")]
@@ -144,8 +144,9 @@ CompileOpt = Annotated[CompileMode, typer.Option(
 Warmup = Annotated[float, typer.Option(
     "--warmup", min=0, max=1, callback=finite, show_default=False,
     help=f"Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: "
-         f"{PRESET_WARMUP:g} for the paper's presets, {FIXED_DEFAULT.warmup:g} for lam {FIXED_DEFAULT.lam:g} / beta "
-         f"{FIXED_DEFAULT.beta:g} or a lam and beta you give]")]
+         f"{PRESET_WARMUP:g} for the paper's presets and the default from {LONG_BUDGET_EPOCHS} epochs, "
+         f"{FIXED_DEFAULT.warmup:g} for lam {FIXED_DEFAULT.lam:g} / beta {FIXED_DEFAULT.beta:g} or a lam and beta you "
+         "give]")]
 WarmupModeOpt = Annotated[WarmupMode, typer.Option(
     "--warmup-mode", help="blend: a*GR + (1-a)*CE gradients; ramp: lam, beta from (0, 2) up.")]
 Eps = Annotated[float, typer.Option(

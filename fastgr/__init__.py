@@ -26,7 +26,7 @@ _EXPORTS = {
     "correction": ["relabel", "correction_report"],
     "issues": ["label_issues", "rank_label_issues", "issue_auroc", "estimated_noise_rate"],
     "dynamics": ["TrainingDynamics", "label_margin"],
-    "presets": ["paper_setting"],
+    "presets": ["paper_setting", "default_setting"],
     "data": ["ImageData", "load_data"],
     "loader": ["ImageTensors", "TensorDL", "make_dataloaders"],
     "models": ["create_model", "list_backbones"],

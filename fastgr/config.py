@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .noise import NOISE_TYPES
-from .presets import BUDGET_WARNING, DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS, WARMUP_MODES, Setting, paper_setting
+from .presets import DEFAULT_WARMUP, REFERENCE_EPS, WARMUP_MODES, Setting, default_setting, paper_setting
 
 __all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "IN_MEMORY", "COMPILE_MODES", "DEMO_NOISE",
            "resolve_device", "resolve_settings", "versions"]
@@ -42,8 +42,8 @@ class TrainConfig:
     labels: str | None = None  # a noisy-label CSV from `fastgr noise` to train on instead of drawing noise
     loss: str = "gr"  # gr (gradient rescaling), or a baseline: ce, ls (label smoothing), gce, sce
     mixup: float = 0.0  # MixUp's alpha with a baseline loss (fastai's MixUp); 0: none
-    lam: float | None = None  # emphasis focus parameter; None: the preset's or the fixed default 0.5
-    beta: float | None = None  # emphasis spread parameter; None: the preset's or the fixed default 8
+    lam: float | None = None  # emphasis focus parameter; None: the preset's or the default (`default_setting`)
+    beta: float | None = None  # emphasis spread parameter; None: the preset's or the default (`default_setting`)
     preset: bool = False  # lam and beta from the paper's table by noise rate and class count
     epochs: int = 30  # training epochs (one-cycle schedule); when fine-tuning, those after unfreezing
     lr: float = 0.1  # peak learning rate of SGD (momentum 0.9)
@@ -202,10 +202,14 @@ def resolve_device(name: str | None):
 
 
 def gr_setting(cfg: TrainConfig, noise_rate: float | None, n_classes: int) -> Setting | None:
-    "GR's (lam, beta, warm-up) for a config: given, the paper's preset, or the fixed default; None for CE."
+    """GR's (lam, beta, warm-up) for a config: given, the paper's preset, or the default for its budget
+    (`default_setting`, also where a preset has no noise rate to go by); None for CE."""
     if cfg.loss != "gr":
         return None
-    base = paper_setting(noise_rate, n_classes) if cfg.preset else FIXED_DEFAULT
+    if cfg.preset and noise_rate is not None:
+        base = paper_setting(noise_rate, n_classes)
+    else:
+        base = default_setting(cfg.total_epochs)
     if cfg.lam is None and cfg.beta is None:
         setting = base
     elif cfg.lam is not None and cfg.beta is not None:
@@ -230,12 +234,6 @@ def resolve_settings(
         img_size=data.img_size, lam=setting.lam if setting else None, beta=setting.beta if setting else None,
         setting_source=setting.source if setting else None, warmup=setting.warmup if setting else None,
         warmup_mode=cfg.warmup_mode if setting else None)
-
-
-def preset_note(setting: Setting) -> str:
-    "What `--preset` tells the user: the setting, where it comes from, and that it was tuned for long schedules."
-    return (f"preset lam={setting.lam:g}, beta={setting.beta:g}, warm-up {setting.warmup:g} from {setting.source}: "
-            f"{BUDGET_WARNING}")
 
 
 def versions() -> dict[str, str]:

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import RunSettings, TrainConfig, gr_setting, preset_note, resolve_device, resolve_settings, versions
+from .config import RunSettings, TrainConfig, gr_setting, resolve_device, resolve_settings, versions
 from .correction import correction_report, relabel
 from .data import NO_CLASS, ImageData, load_data
 from .models import check_arch, check_model
 from .noise import NoisyLabels, save_labels, training_labels
 from .prediction import predict_with_learner
-from .presets import TUNE_GRID, UNCOVERED_NOISE_WARNING, Setting
+from .presets import TUNE_GRID, UNCOVERED_NOISE_WARNING, Setting, default_note, preset_note
 from .ranks import check_agree, is_main, processes, world_size
 from .runs import Reporter, RunExistsError, RunFolder
 from .training import PhaseResult, train_phase
@@ -96,6 +96,8 @@ def train_run(
             kind = str(noisy.noise_type) if cfg.labels else cfg.noise_type  # a labels file says what it holds
             if not kind.startswith("symmetric"):
                 reporter.note(UNCOVERED_NOISE_WARNING.format(kind=kind), "warn")
+        elif setting is not None and (note := default_note(setting)):
+            reporter.note(note)
         if cfg.amp and device.type != "cuda":
             reporter.note("--amp needs CUDA; training in float32 on the CPU", "warn")
         resolved = resolve_settings(cfg, device, data, setting)

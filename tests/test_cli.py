@@ -92,7 +92,8 @@ def test_help_shows_the_defaults_written_into_it(monkeypatch):
     "Rich would take a bare `[default: ...]` for markup and drop it."
     monkeypatch.setenv("COLUMNS", "400")
     text = " ".join(run("train", "--help").stdout.split())
-    for shown in ("[default: 0.5, or the preset's]", "[default: 8, or the preset's]",
+    for shown in ("[default: 0.5; 1 from 40 epochs; or the preset's]",
+                  "[default: 8; 16 from 40 epochs; or the preset's]",
                   "[default: the setting's own: 0.5 for the paper's presets", "[default: runs/<data>-<loss>-<time>]",
                   "[default: digits 16, CIFAR 32", "[default: cuda when available]"):
         assert shown in text, shown

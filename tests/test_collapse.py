@@ -222,7 +222,7 @@ def test_the_warmup_comes_with_the_setting_unless_given():
         return s.lam, s.beta, s.warmup
 
     assert PRESET_WARMUP == 0.5 and DEFAULT_WARMUP == 0.0
-    assert resolved() == (0.5, 8.0, 0.0)  # the fixed default
+    assert resolved() == (0.5, 8.0, 0.0)  # the fixed default (the default budget is 30 epochs)
     assert resolved(preset=True) == (1.0, 16.0, 0.5)
     assert resolved(preset=True, warmup=0.0) == (1.0, 16.0, 0.0)
     assert resolved(preset=True, lam=2.0) == (2.0, 16.0, 0.5)  # still the preset's spread
@@ -235,6 +235,53 @@ def test_the_warmup_comes_with_the_setting_unless_given():
     assert _grid_setting((1, 16, 0.5), 0.2) == (1.0, 16.0, 0.2)
     with pytest.raises(ValueError, match=r"\(lam, beta\) or \(lam, beta, warmup\)"):
         _grid_setting((1, 16, 0.5, 2), None)
+
+
+def test_the_default_setting_follows_the_budget():
+    """No setting given: the fixed default below LONG_BUDGET_EPOCHS epochs of training, lam 1 / beta 16 / warm-up
+    0.5 from there on (a fine-tune's head epochs count); a preset with no noise rate to go by falls back to it."""
+    from fastgr.config import TrainConfig, gr_setting
+    from fastgr.presets import FIXED_DEFAULT, LONG_BUDGET_EPOCHS, LONG_DEFAULT, default_note, default_setting
+
+    def resolved(rate=0.4, **kw):
+        s = gr_setting(TrainConfig(**kw), rate, 10)
+        return s.lam, s.beta, s.warmup
+
+    assert LONG_BUDGET_EPOCHS == 40 and default_setting(39) is FIXED_DEFAULT and default_setting(40) is LONG_DEFAULT
+    assert resolved(epochs=39) == (0.5, 8.0, 0.0)
+    assert resolved(epochs=40) == resolved(epochs=120) == (1.0, 16.0, 0.5)
+    assert resolved(epochs=39, pretrained=True) == (1.0, 16.0, 0.5)  # 1 head epoch + 39
+    assert resolved(epochs=39, weights="w.pth", freeze_epochs=0) == (0.5, 8.0, 0.0)
+    assert resolved(epochs=120, warmup=0.2) == (1.0, 16.0, 0.2)
+    assert resolved(epochs=120, lam=0.5, beta=8.0) == (0.5, 8.0, 0.0)  # given by hand: as given
+    assert resolved(epochs=120, lam=2.0) == (2.0, 16.0, 0.5)  # the default's spread and warm-up
+    assert resolved(rate=None, epochs=120, preset=True) == (1.0, 16.0, 0.5)  # no rate: the budget's default
+    assert resolved(rate=None, epochs=10, preset=True) == (0.5, 8.0, 0.0)
+    assert resolved(rate=0.2, epochs=120, preset=True) == (0.5, 12.0, 0.5)  # a rate: the paper's row
+    assert gr_setting(TrainConfig(loss="sce", epochs=120), 0.4, 10) is None
+    # the note names the setting and the way back; only the long-budget default has one
+    assert "lam 0.5, beta 8" in default_note(LONG_DEFAULT) and "--lam 0.5 --beta 8" in default_note(LONG_DEFAULT)
+    assert default_note(FIXED_DEFAULT) is None and default_note(LONG_DEFAULT._replace(source="given")) is None
+
+
+def test_a_run_of_forty_epochs_trains_with_the_long_budget_default_and_says_so(tmp_path):
+    import fastgr
+    from fastgr import TrainConfig, train_run
+
+    folder = make_image_folder(tmp_path / "imgs", per_class=8, held_out=2)
+    notes = []
+
+    class Notes(fastgr.Reporter):
+        def note(self, text, level="info"):
+            notes.append(text)
+
+    summary = train_run(TrainConfig(data=str(folder), noise=0.25, epochs=40, bs=12, img_size=8), tmp_path / "run",
+                        reporter=Notes())
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert (resolved["lam"], resolved["beta"], resolved["warmup"]) == (1.0, 16.0, 0.5)
+    assert resolved["setting_source"].startswith("fastgr's default from 40 epochs")
+    assert (summary["lam"], summary["beta"], summary["warmup"]) == (1.0, 16.0, 0.5)
+    assert sum("GR's default is lam=1, beta=16, warm-up 0.5" in n for n in notes) == 1
 
 
 def test_grid_option_parses_pairs_and_triples():
