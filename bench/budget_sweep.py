@@ -140,8 +140,12 @@ def figure(rows: dict, path: Path, cases: tuple[str, ...] = ("cifar5k_sym40", "c
 
     panels = sorted({(c, int(k.split("/")[1])) for k in rows for c in cases if k.startswith(c + "/")},
                     key=lambda cb: (cases.index(cb[0]), cb[1]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False, sharey=True)
-    for ax, (case, b) in zip(axes[0], panels):
+    ncols = min(3, len(panels))  # rows of three: readable on a page
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (case, b) in zip(axes.flat, panels):
         for i, (col, (label, _)) in enumerate(COLUMNS.items()):
             r = rows.get(f"{case}/{b}/{col}")
             if r is None:
@@ -153,7 +157,8 @@ def figure(rows: dict, path: Path, cases: tuple[str, ...] = ("cifar5k_sym40", "c
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("accuracy")
+    for row in axes:
+        row[0].set_ylabel("accuracy")
     fig.suptitle("solid: clean test accuracy; dashed: fit of the given (noisy) training labels", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
