@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fastgr import RunFolder, TrainConfig, train_run
@@ -80,7 +81,26 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) 
     s["device"] = json.loads((out / "config.json").read_text())["resolved"]["device"]  # a GPU's row says so
     m = pd.read_csv(out / "metrics.csv")
     s["curves"] = {c: [round(float(v), 4) for v in m[c]] for c in CURVES if c in m}
+    s.update(held_out_counts(out, cfg, s["test_accuracy_final"]))
     return s
+
+
+def held_out_counts(out: Path, cfg: TrainConfig, accuracy: float) -> dict:
+    """A finished run's test-set confusion counts (true class x predicted class, from its exported learner) and its
+    training labels' transition counts (true x given): with them bench/tune_agreement.py --rule scores every column
+    by the accuracy noisy test labels would give it, without training again."""
+    from fastgr.data import load_data
+    from fastgr.noise import load_labels
+    from fastgr.prediction import predict_with_learner
+
+    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    pred = predict_with_learner(out, data, x=data.valid_x).argmax(1).numpy()
+    c, y = data.n_classes, data.valid_y.numpy()
+    if abs((pred == y).mean() - accuracy) > 1e-6:  # the exported learner must be the one the summary scored
+        raise SystemExit(f"{out}: the exported learner scores {(pred == y).mean():.4f}, the summary {accuracy:.4f}")
+    noisy, _, _ = load_labels(out / "labels.csv", data.classes)
+    return {"test_confusion": np.bincount(y * c + pred, minlength=c * c).reshape(c, c).tolist(),
+            "label_transition": np.bincount(noisy.true * c + noisy.given, minlength=c * c).reshape(c, c).tolist()}
 
 
 def merge(out: Path, new: dict) -> dict:
@@ -197,6 +217,8 @@ def main() -> None:
     for epochs in a.epochs:
         for col in a.columns:
             s = run_one(a.case, epochs, col, root, a.keep is not None)
+            if s["wall_seconds"] is None:  # a kept run read again: its first measurement stays
+                s["wall_seconds"] = results["rows"].get(f"{a.case}/{s['epochs']}/{col}", {}).get("wall_seconds")
             results = merge(a.out, {"meta": meta, "rows": {f"{a.case}/{s['epochs']}/{col}": s}})
             print(a.case, epochs, col, cell(s), f"fit given {s['train_accuracy_given']:.3f}",
                   f"{s['seconds'] / 60:.1f} min", flush=True)

@@ -11,7 +11,6 @@ the image size, then the centre square.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .config import IN_MEMORY
+from .images import IMAGE_EXTENSIONS, decode_files, decode_images, find_unreadable, first_size, fit_square
 
 __all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "load_folder", "load_csv",
            "decode_images", "decode_files", "stratified_split", "fit_square", "find_unreadable", "IMAGE_EXTENSIONS",
@@ -31,7 +31,6 @@ __all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "lo
 MEMORY_BUDGET = 2 * 1024**3
 
 NO_CLASS = "not in a class sub-folder: its class is unknown"  # why an image beside the class folders is skipped
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 @dataclass
@@ -183,126 +182,6 @@ def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndar
     return mask
 
 
-# PIL's modes of more than 8 bits per pixel: `convert` clips them to 255 instead of scaling
-_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-def to_mode(im, mode: str):
-    """A PIL image in `mode` ("L" or "RGB"), every mode PIL reads decoded faithfully: 16-bit and 32-bit integer
-    images scaled from 0-65535 to 0-255, alpha (LA, RGBA, PA, a palette's transparency) dropped as PIL's
-    `convert` drops it, palette and CMYK images converted. A float image ("F") has no agreed range: refused."""
-    from PIL import Image
-
-    if im.mode == "F":
-        raise ValueError("32-bit float images have no agreed pixel range; convert them to 8 or 16 bits")
-    if im.mode in _WIDE_MODES:
-        a = np.asarray(im).astype(np.float64) / 257.0
-        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    elif im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
-    return im if im.mode == mode else im.convert(mode)
-
-
-def fit_square(
-    im,  # a PIL image
-    size: int,  # the side of the result
-):
-    """The resize policy of every path, in memory or streamed, training or predicting: the short side scaled to
-    `size` (bilinear), then the centre square; a square image is only resized. Training crops and flips come after."""
-    from PIL import Image, ImageOps
-
-    if im.size == (size, size):
-        return im
-    return ImageOps.fit(im, (size, size), Image.BILINEAR)
-
-
-def unreadable_reason(e: BaseException) -> str:
-    "Why a file could not be decoded, in one short line: what skipped.txt and the warnings show."
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
-
-
-def decode_files(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
-    "Decode and resize (`fit_square`) image files in threads; a file that fails gives None and its reason."
-    from PIL import Image
-
-    mode = "L" if channels == 1 else "RGB"
-
-    def one(p: Path):
-        try:
-            with Image.open(p) as im:
-                im = fit_square(to_mode(im, mode), img_size)
-                a = np.asarray(im, dtype=np.uint8)
-            return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), ""
-        except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
-            return None, unreadable_reason(e)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(one, paths))
-    return [r[0] for r in results], [r[1] for r in results]
-
-
-def decode_images(
-    items: Sequence,  # paths, PIL images, HxW[xC] uint8 arrays or CxHxW uint8 tensors
-    size: tuple[int, int],  # (height, width) to resize to
-    channels: int,  # 1 (grayscale) or 3 (RGB)
-) -> Tensor:  # (N, channels, height, width) uint8
-    "New images as a model trained on `fastgr.data` sees them: decoded, converted and resized like its data."
-    from PIL import Image
-
-    mode = "L" if channels == 1 else "RGB"
-    out = []
-    for it in items:
-        if isinstance(it, Tensor):
-            it = it.detach().cpu().numpy()
-            it = it.transpose(1, 2, 0) if it.ndim == 3 else it
-        if isinstance(it, np.ndarray):
-            it = Image.fromarray(np.ascontiguousarray(it.squeeze(-1) if it.ndim == 3 and it.shape[-1] == 1 else it))
-        if not isinstance(it, Image.Image):
-            with Image.open(it) as im:
-                it = to_mode(im, mode).copy()  # its pixels, read before the file closes
-        im = to_mode(it, mode)
-        if size[0] == size[1]:
-            im = fit_square(im, size[0])
-        elif im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, channels, *size, dtype=torch.uint8)
-
-
-def _first_size(paths: Sequence[Path]) -> tuple[int, int]:
-    "(side, channels) to decode to: the first readable image's longer side (at most 224), grayscale or RGB."
-    from PIL import Image
-
-    for p in paths[:50]:
-        try:
-            with Image.open(p) as im:
-                return min(max(im.size), 224), (1 if im.mode in ("L", "1", "LA", *_WIDE_MODES) else 3)
-        except Exception:  # noqa: BLE001
-            continue
-    return 32, 3
-
-
-def find_unreadable(paths: Sequence[Path], channels: int) -> list[str]:
-    """Why each file cannot be decoded ("" where it can), found in threads without keeping any pixels: a JPEG is
-    decoded at 1/8 of its size (PIL's draft mode, as fastai's `verify_images` does), anything else in full."""
-    from PIL import Image
-
-    mode = "L" if channels == 1 else "RGB"
-
-    def one(p: Path) -> str:
-        try:
-            with Image.open(p) as im:
-                im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
-                to_mode(im, mode).load()
-            return ""
-        except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
-            return unreadable_reason(e)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(one, paths))
-
-
 def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, classes: list[str] | None,
            img_size: int | None, display_root: Path, in_memory: str = "auto") -> ImageData:
     paths = [p for p, _ in items]
@@ -322,7 +201,7 @@ def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, class
                          f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
     if len(classes) < 2:
         raise ValueError(f"{name} has {len(classes)} class(es); classification needs at least 2")
-    size, channels = _first_size(paths)
+    size, channels = first_size(paths)
     size = img_size or size
     if in_memory not in IN_MEMORY:
         raise ValueError(f"unknown in_memory {in_memory!r}; choose one of {', '.join(IN_MEMORY)}")

@@ -133,7 +133,8 @@ def suspect_images(
     import json
 
     from .config import TrainConfig
-    from .data import decode_files, load_data
+    from .data import load_data
+    from .images import decode_files
 
     saved = json.loads((Path(run_dir) / "config.json").read_text())
     size, channels = saved["data"]["img_size"], saved["data"]["channels"]

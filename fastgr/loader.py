@@ -300,7 +300,7 @@ class TensorDL(TfmdDL):
 
     def images(self, items) -> ImageTensors:
         "Raw images (paths, PIL images, HxW[xC] uint8 arrays, CxHxW uint8 tensors) as this loader's data."
-        from .data import decode_images
+        from .images import decode_images
 
         c, h, w = self.x.shape[1:]
         x = decode_images(list(items), (h, w), c)

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import IMAGE_EXTENSIONS, ImageData, decode_files, find_unreadable
+from .data import ImageData
+from .images import IMAGE_EXTENSIONS, decode_files, find_unreadable
 from .loader import ImageTensors, TensorDL
 
 __all__ = ["load_run_learner", "predict_with_learner", "predict_images", "image_files"]

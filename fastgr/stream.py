@@ -1,7 +1,7 @@
 """`StreamDL`: a fastai `DataLoader` over image files too many to hold in memory, decoded in worker processes.
 
 fastai's own pipeline: a `Datasets` of `(path, class name)` items opens each image (`OpenImage`), the workers
-resize it on the CPU (`fastgr.data.fit_square`: short side, centre square; for training at `PRESIZE` times the
+resize it on the CPU (`fastgr.images.fit_square`: short side, centre square; for training at `PRESIZE` times the
 image size, a random square of it, fastai's `Resize`), and the batch is augmented and normalised on the device
 (fastai's `RandomResizedCropGPU` and `Flip`, `IntToFloatTensor`, `Normalize`): fastai's presizing. Memory holds
 the file list, not the pixels.
@@ -56,7 +56,7 @@ class OpenImage(Transform):
     def encodes(self, path: Path | str):
         from PIL import Image
 
-        from .data import to_mode
+        from .images import to_mode
 
         with Image.open(path) as im:
             im = to_mode(im, "L" if self.channels == 1 else "RGB")
@@ -65,7 +65,7 @@ class OpenImage(Transform):
 
 
 class FitSquare(Transform):
-    "`fastgr.data.fit_square` as a fastai item transform: the short side to `size`, then the centre square."
+    "`fastgr.images.fit_square` as a fastai item transform: the short side to `size`, then the centre square."
 
     order = 1  # where fastai's Resize sits: after the image is opened, before ToTensor
 
@@ -76,7 +76,7 @@ class FitSquare(Transform):
         self.size = size
 
     def encodes(self, im: PILImage | PILImageBW):
-        from .data import fit_square
+        from .images import fit_square
 
         return type(im).create(fit_square(im, self.size))
 

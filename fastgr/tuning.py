@@ -20,7 +20,25 @@ from .presets import DEFAULT_WARMUP, TUNE_GRID
 from .runs import Reporter, RunFolder
 from .training import train_phase
 
-__all__ = ["tune_run", "tune", "grid_setting", "check_grid"]
+__all__ = ["tune_run", "tune", "grid_setting", "check_grid", "noisy_label_accuracy"]
+
+
+def noisy_label_accuracy(
+    confusion,  # (C, C) counts on held-out images: true class x predicted class
+    transition,  # (C, C) the noise: P(given | true), or counts of true x given labels (each row is normalised)
+) -> float:
+    """The accuracy a model with these predictions scores, in expectation, on labels drawn with class-conditional
+    noise `transition`: the statistic the tuner ranks candidates by, sum over images of T[true, predicted] / n.
+    Under symmetric noise at rate r it is a (1 - r) + (1 - a) r / (C - 1) of the clean accuracy a, increasing in a
+    for r < (C - 1) / C, so it ranks as clean accuracy does; under class-dependent noise, errors into the noise's
+    target classes score, and it can rank otherwise (docs/design.md, "Tuning")."""
+    import numpy as np
+
+    c, t = np.asarray(confusion, dtype=np.float64), np.asarray(transition, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape != t.shape:
+        raise ValueError(f"confusion {c.shape} and transition {t.shape} must be the same square shape")
+    t = t / np.maximum(t.sum(1, keepdims=True), 1e-12)
+    return float((c * t).sum() / c.sum())
 
 
 def grid_setting(

@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -209,6 +210,35 @@ def test_tuning_chooses_cross_entropy_where_the_held_out_labels_say_gr_loses(tmp
     assert any("ce scored best on the held-out noisy labels" in n for n in notes)
     # the final run is CE's: no GR telemetry in its table
     assert "gr_ess" not in pd.read_csv(tmp_path / "run" / "metrics.csv").columns
+
+
+def test_noisy_label_accuracy_ranks_as_clean_accuracy_under_symmetric_noise_and_not_under_pairflip():
+    """The tuner's statistic in expectation: a (1 - r) + (1 - a) r / (C - 1) under symmetric noise, whatever the
+    errors; under pairflip noise an error into the flip class scores, so a less accurate model can rank first."""
+    from fastgr.noise import pairflip_noise, symmetric_noise
+    from fastgr.tuning import noisy_label_accuracy
+
+    c, r = 10, 0.4
+    sym = np.full((c, c), r / (c - 1)) + np.eye(c) * (1 - r - r / (c - 1))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        conf = rng.integers(0, 20, (c, c)) + np.eye(c, dtype=int) * 60
+        a = np.trace(conf) / conf.sum()
+        assert noisy_label_accuracy(conf, sym) == pytest.approx(a * (1 - r) + (1 - a) * r / (c - 1), abs=1e-12)
+    # a realised transition in counts (true x given) gives the same, up to the draw
+    y = np.repeat(np.arange(c), 500)
+    drawn = symmetric_noise(y, r, c, seed=0)
+    counts = np.bincount(drawn.true * c + drawn.given, minlength=c * c).reshape(c, c)
+    assert noisy_label_accuracy(np.eye(c) * 10, counts) == pytest.approx(1 - r, abs=1e-12)  # 200 of 500 per class
+
+    p = pairflip_noise(y, 0.3, c, seed=0)
+    pair = np.bincount(p.true * c + p.given, minlength=c * c).reshape(c, c)
+    flip_errors = np.eye(c) * 70 + np.roll(np.eye(c), 1, axis=1) * 30  # 0.70 clean, its errors on the flip class
+    other_errors = np.eye(c) * 75 + np.roll(np.eye(c), 3, axis=1) * 25  # 0.75 clean, its errors elsewhere
+    assert noisy_label_accuracy(flip_errors, pair) == pytest.approx(0.7 * 0.7 + 0.3 * 0.3)  # 0.58
+    assert noisy_label_accuracy(other_errors, pair) == pytest.approx(0.75 * 0.7)  # 0.525: ranked below
+    with pytest.raises(ValueError, match="same square shape"):
+        noisy_label_accuracy(np.eye(3), np.eye(4))
 
 
 def test_the_warmup_comes_with_the_setting_unless_given():
