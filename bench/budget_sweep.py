@@ -78,7 +78,9 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) 
     s["seconds"] = RunFolder(out).training_seconds()
     s["epochs"] = cfg.epochs
     s["flags"] = {k: v for k, v in flags.items() if k not in CIFAR or k == "data"}
-    s["device"] = json.loads((out / "config.json").read_text())["resolved"]["device"]  # a GPU's row says so
+    config = json.loads((out / "config.json").read_text())
+    s["device"] = config["resolved"]["device"]  # a GPU's row says so
+    s["cpu"] = config["versions"].get("cpu")  # seeded CPU runs agree to the digit only on one kind of CPU
     m = pd.read_csv(out / "metrics.csv")
     s["curves"] = {c: [round(float(v), 4) for v in m[c]] for c in CURVES if c in m}
     s.update(held_out_counts(out, cfg, s["test_accuracy_final"]))
@@ -217,8 +219,9 @@ def main() -> None:
     for epochs in a.epochs:
         for col in a.columns:
             s = run_one(a.case, epochs, col, root, a.keep is not None)
-            if s["wall_seconds"] is None:  # a kept run read again: its first measurement stays
-                s["wall_seconds"] = results["rows"].get(f"{a.case}/{s['epochs']}/{col}", {}).get("wall_seconds")
+            old = results["rows"].get(f"{a.case}/{s['epochs']}/{col}", {})
+            for k in ("wall_seconds", "cpu"):  # a kept run read again: what its first reading knew stays
+                s[k] = old.get(k) if s[k] is None else s[k]
             results = merge(a.out, {"meta": meta, "rows": {f"{a.case}/{s['epochs']}/{col}": s}})
             print(a.case, epochs, col, cell(s), f"fit given {s['train_accuracy_given']:.3f}",
                   f"{s['seconds'] / 60:.1f} min", flush=True)

@@ -37,8 +37,8 @@ SWEEP = Path("bench/results/budget_sweep.json")
 
 
 # a candidate's column folders: lam 1 / beta 16 / warm-up 0.5 is `--preset` at 40% noise, and `gr116` given by hand
-COLUMN = {("ce", None, None, None): ("ce",), ("gr", 0.5, 8.0, 0.0): ("gr",),
-          ("gr", 1.0, 16.0, 0.5): ("preset", "gr116")}
+COLUMN = {("ce", None, None, None): ("ce",), ("gce", None, None, None): ("gce",), ("sce", None, None, None): ("sce",),
+          ("gr", 0.5, 8.0, 0.0): ("gr",), ("gr", 1.0, 16.0, 0.5): ("preset", "gr116")}
 
 
 def agreement(row: Path) -> dict:
@@ -83,8 +83,13 @@ def rule_agreement(rows: dict) -> list[dict]:
         if len(names) < 2:
             continue
         pick, best = int(np.argmax(noisy)), max(clean)
+        # how far the rule's first column leads, against the spread of one accuracy on the tuner's held-out part
+        # (20% of the training labels, `TrainConfig.tune_holdout`): a lead within it is a coin toss for a tuner
+        n_hold = round(0.2 * np.array(rows[f"{key}/{names[pick].split('=')[0]}"]["label_transition"]).sum())
+        q, sd = noisy[pick], float(np.sqrt(noisy[pick] * (1 - noisy[pick]) / n_hold))
         out.append({"row": key, "columns": names, "noisy_test_expected": [round(v, 4) for v in noisy],
                     "clean_test": [round(v, 4) for v in clean], "n_test": int(conf.sum()),
+                    "lead": round(q - sorted(noisy)[-2], 4), "holdout_sd": round(sd, 4),
                     "kendall_tau": float(kendalltau(noisy, clean).statistic) if len(names) > 2 else None,
                     "rule_picks": names[pick], "best_clean": names[int(np.argmax(clean))],
                     "pick_is_best_clean": clean[pick] >= best - 1e-9, "shortfall": round(best - clean[pick], 4)})
@@ -100,7 +105,8 @@ def report_rule() -> None:
         tau = "-" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
         verdict = "the best" if r["pick_is_best_clean"] else f"short of the best ({r['best_clean']}) by " \
                                                             f"{r['shortfall']:.3f}"
-        print(f"{r['row']}: Kendall tau {tau} over {len(r['columns'])}; the rule picks {r['rule_picks']}, {verdict}")
+        print(f"{r['row']}: Kendall tau {tau} over {len(r['columns'])}; the rule picks {r['rule_picks']}, {verdict}; "
+              f"its lead {r['lead']:.3f} (one held-out accuracy's sd {r['holdout_sd']:.3f})")
         for n, h, c in sorted(zip(r["columns"], r["noisy_test_expected"], r["clean_test"]), key=lambda t: -t[2]):
             print(f"    {n:12s} noisy test (expected) {h:.3f}  clean test {c:.3f}")
     agree = sum(r["pick_is_best_clean"] for r in rows)

@@ -80,8 +80,9 @@ def tune(
     ctx: typer.Context,
     data: Data = DEFAULTS.data,
     grid: str = typer.Option(GRID_DEFAULT, "--grid", callback=parse_grid,
-                             help="lam,beta or lam,beta,warmup settings to try, separated by spaces; "
-                                  "--warmup, when given, overrides the settings' own."),
+                             help="lam,beta or lam,beta,warmup settings of GR, and baselines by name "
+                                  f"({', '.join(LOSSES[1:])}), to try, separated by spaces; --warmup, when given, "
+                                  "overrides the settings' own."),
     tune_holdout: float = typer.Option(DEFAULTS.tune_holdout, "--holdout", min=0.01, max=0.9,
                                        help="Fraction of the (noisy) training set held out to score each setting."),
     arch: Arch = DEFAULTS.arch,

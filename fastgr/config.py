@@ -245,4 +245,27 @@ def versions() -> dict[str, str]:
     from . import __version__
 
     return {"fastgr": __version__, "fastai": fastai.__version__, "torch": torch.__version__,
-            "timm": timm.__version__, "python": platform.python_version()}
+            "timm": timm.__version__, "python": platform.python_version(), "cpu": cpu_kind()}
+
+
+def cpu_kind() -> str:
+    """The CPU's kernel family (torch's), model and a digest of its feature flags: two machines of one kind train
+    a seeded CPU run to the same digits; of two kinds, not always (BENCHMARKS.md, "Results across methods")."""
+    import hashlib
+
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(value.split()))
+    except OSError:  # not Linux: the model and capability say what they can
+        pass
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:8] if flags else "-"
+    return f"{torch.backends.cpu.get_cpu_capability()}, {model}, flags {digest}"

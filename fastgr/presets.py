@@ -26,10 +26,11 @@ WARMUP_MODES = ("blend", "ramp")  # a*G_GR + (1-a)*G_CE, or lam and beta moved u
 PRESET_WARMUP = 0.5
 DEFAULT_WARMUP = 0.0  # the fixed default's, and that of a lam and beta given by hand
 # what the tuner tries: GR's (lam, beta, warm-up) for the paper's fixed default and its CIFAR-10 rows for r = 0.4 and
-# r >= 0.6 (r = 0.2's 0.5 / 12 sits beside the default), each with its own warm-up; and plain cross-entropy, so that a
-# run never trains with GR where its own held-out labels say GR loses (any baseline of `fastgr.losses` may join a
-# grid by name). One training run each, so the grid is small.
-TUNE_GRID = ((0.5, 8.0, DEFAULT_WARMUP), (1.0, 16.0, PRESET_WARMUP), (2.0, 12.0, PRESET_WARMUP), "ce")
+# r >= 0.6 (r = 0.2's 0.5 / 12 sits beside the default), each with its own warm-up; plain cross-entropy, so that a
+# run never trains with GR where its own held-out labels say GR loses; and the two baselines that beat GR's
+# defaults on a row of BENCHMARKS.md ("Results across methods": GCE on digits, SCE at 40 epochs); label smoothing,
+# never the best there, may join a grid by name. One training run each, so the grid is small.
+TUNE_GRID = ((0.5, 8.0, DEFAULT_WARMUP), (1.0, 16.0, PRESET_WARMUP), (2.0, 12.0, PRESET_WARMUP), "ce", "gce", "sce")
 
 
 class Setting(NamedTuple):
