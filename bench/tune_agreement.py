@@ -29,11 +29,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
+from fastgr.config import TrainConfig
 from fastgr.tuning import noisy_label_accuracy
 
 OUT = Path("bench/results/tune_agreement.json")
 RULE_OUT = Path("bench/results/rule_agreement.json")
 SWEEP = Path("bench/results/budget_sweep.json")
+HOLDOUT = TrainConfig.__dataclass_fields__["tune_holdout"].default  # the tuner's held-out fraction
 
 
 # a candidate's column folders: lam 1 / beta 16 / warm-up 0.5 is `--preset` at 40% noise, and `gr116` given by hand
@@ -84,8 +86,8 @@ def rule_agreement(rows: dict) -> list[dict]:
             continue
         pick, best = int(np.argmax(noisy)), max(clean)
         # how far the rule's first column leads, against the spread of one accuracy on the tuner's held-out part
-        # (20% of the training labels, `TrainConfig.tune_holdout`): a lead within it is a coin toss for a tuner
-        n_hold = round(0.2 * np.array(rows[f"{key}/{names[pick].split('=')[0]}"]["label_transition"]).sum())
+        # (`TrainConfig.tune_holdout` of the training labels): a lead within it is a coin toss for a tuner
+        n_hold = round(HOLDOUT * np.array(rows[f"{key}/{names[pick].split('=')[0]}"]["label_transition"]).sum())
         q, sd = noisy[pick], float(np.sqrt(noisy[pick] * (1 - noisy[pick]) / n_hold))
         out.append({"row": key, "columns": names, "noisy_test_expected": [round(v, 4) for v in noisy],
                     "clean_test": [round(v, 4) for v in clean], "n_test": int(conf.sum()),

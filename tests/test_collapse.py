@@ -324,6 +324,7 @@ def test_grid_option_parses_pairs_and_triples():
     assert parse_grid("0.5,8 ce gce") == [(0.5, 8.0), "ce", "gce"]
     assert parse_grid(GRID_DEFAULT) == [g if isinstance(g, str) else tuple(g) for g in TUNE_GRID]
     assert "ce" in TUNE_GRID  # cross-entropy is always a candidate
+    assert {"gce", "sce"} <= set(TUNE_GRID)  # and the baselines that beat GR's defaults on a row of BENCHMARKS.md
     for bad in ("0.5,x", "0.5", "1,16,0.5,2", "1,16,1.5", "-1,8", "gr", "focal"):
         with pytest.raises(typer.BadParameter, match="--grid takes lam,beta or lam,beta,warmup"):
             parse_grid(bad)
