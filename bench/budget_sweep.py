@@ -60,6 +60,14 @@ CURVES = ("test_acc", "train_acc_given", "train_acc_true")
 OUT = Path("bench/results/budget_sweep.json")
 
 
+def train_kept(cfg: TrainConfig, out: Path, keep: bool = True) -> dict:
+    """`train_run` into `out`, going on with an interrupted run found there when `keep`: one with a config.json and
+    no summary.json. Not only one with a checkpoint: a `--tune` run cut while tuning has none yet, only its finished
+    candidates, which starting over would throw away (hours of a 120-epoch grid)."""
+    resume = keep and (out / "config.json").exists() and not (out / "summary.json").exists()
+    return train_run(cfg, out, overwrite=not resume, resume=resume)
+
+
 def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) -> dict:
     """Train one cell (resuming a kept, interrupted one; reading a kept, finished one) and return its summary with
     per-epoch curves."""
@@ -68,12 +76,11 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) 
         flags["epochs"] = epochs
     cfg = TrainConfig(**flags)
     out = root / case / str(cfg.epochs) / column
-    resume = keep and (out / "checkpoint.pth").exists() and not (out / "summary.json").exists()
     t0 = time.perf_counter()
     if keep and (out / "summary.json").exists():
         s = {**json.loads((out / "summary.json").read_text()), "wall_seconds": None}
     else:
-        s = train_run(cfg, out, overwrite=not resume, resume=resume)
+        s = train_kept(cfg, out, keep)
         s["wall_seconds"] = time.perf_counter() - t0
     s["seconds"] = RunFolder(out).training_seconds()
     s["epochs"] = cfg.epochs

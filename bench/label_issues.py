@@ -126,9 +126,11 @@ def cleanlab_cv(folds: list[Path]) -> dict:
 def train_part(cfg: TrainConfig, root: Path, part: str) -> None:
     "Train one of a case's `PARTS` into `root` (the case's folder), unless it is there already."
     if part in ("gr", "ce"):
+        from budget_sweep import train_kept  # _cases() put bench/ on the path
+
         out = root / part
         if not (out / "summary.json").exists():
-            train_run(cfg if part == "gr" else cfg.replace(loss="ce"), out, overwrite=True)
+            train_kept(cfg if part == "gr" else cfg.replace(loss="ce"), out)
     elif not (root / f"{part}.npz").exists():
         cv_fold(cfg, int(part.removeprefix("fold")), root / f"{part}.npz")
 
