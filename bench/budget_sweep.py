@@ -61,10 +61,10 @@ OUT = Path("bench/results/budget_sweep.json")
 
 
 def train_kept(cfg: TrainConfig, out: Path, keep: bool = True) -> dict:
-    """`train_run` into `out`, going on with an interrupted run found there when `keep`: one with a config.json and
-    no summary.json. Not only one with a checkpoint: a `--tune` run cut while tuning has none yet, only its finished
-    candidates, which starting over would throw away (hours of a 120-epoch grid)."""
-    resume = keep and (out / "config.json").exists() and not (out / "summary.json").exists()
+    """`train_run` into `out`, going on with an interrupted run found there when `keep` (`RunFolder.interrupted`:
+    not only one with a checkpoint, since a `--tune` run cut while tuning has only its finished candidates, hours
+    of a 120-epoch grid that starting over would throw away)."""
+    resume = keep and RunFolder(out).interrupted
     return train_run(cfg, out, overwrite=not resume, resume=resume)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,17 +38,15 @@ from fastgr import TrainConfig, train_run
 from fastgr.config import versions
 from fastgr.issues import issue_auroc
 
+sys.path.insert(0, str(Path(__file__).parent))
+from budget_sweep import CASES, train_kept  # noqa: E402  (bench/ is not a package)
+
 FOLDS = 5
 PARTS = ("gr", "ce", *(f"fold{k}" for k in range(FOLDS)))
 OUT = Path("bench/results/label_issues.json")
 
 
 def _cases() -> dict:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from budget_sweep import CASES
-
     return {k: v for k, v in CASES.items() if k in ("digits40", "cifar5k_sym40", "cifar5k_pair30", "c10n_random1")}
 
 
@@ -126,8 +125,6 @@ def cleanlab_cv(folds: list[Path]) -> dict:
 def train_part(cfg: TrainConfig, root: Path, part: str) -> None:
     "Train one of a case's `PARTS` into `root` (the case's folder), unless it is there already."
     if part in ("gr", "ce"):
-        from budget_sweep import train_kept  # _cases() put bench/ on the path
-
         out = root / part
         if not (out / "summary.json").exists():
             train_kept(cfg if part == "gr" else cfg.replace(loss="ce"), out)

@@ -81,6 +81,12 @@ class RunFolder:
         return RunFolder(self.path / name, top=self.top, writes=self.writes)
 
     # -- before anything is written -----------------------------------------------------------------
+    @property
+    def interrupted(self) -> bool:
+        """A run `resume` can continue: started (config.json, written first) and not finished (no summary.json).
+        With or without a checkpoint: a `--tune` run cut while tuning has none of its own, only finished settings."""
+        return (self.path / "config.json").exists() and not (self.path / "summary.json").exists()
+
     def check(self, overwrite: bool, resume: bool) -> None:
         "Raise if this folder may not be written as asked. Reads only."
         p = self.path

@@ -375,6 +375,11 @@ def test_interrupted_train_tune_resumes_inside_the_tuning(tmp_path, larger_folde
     tune = tmp_path / "cut" / "tune"
     assert (tune / "00" / "result.json").exists() and (tune / "01" / "checkpoint.pth").exists()
     assert not (tmp_path / "cut" / "tune.json").exists()
+    from fastgr import RunFolder
+
+    # no checkpoint of its own yet, and still a run to continue (what bench/ scripts resume by)
+    assert not (tmp_path / "cut" / "checkpoint.pth").exists() and RunFolder(tmp_path / "cut").interrupted
+    assert not RunFolder(tmp_path / "full").interrupted and not RunFolder(tmp_path / "none").interrupted
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["resolved"] is None  # resolved after tuning
     first = (tune / "00" / "result.json").stat().st_mtime_ns
     resumed = train_run(TrainConfig(epochs=99), tmp_path / "cut", resume=True)
@@ -384,6 +389,7 @@ def test_interrupted_train_tune_resumes_inside_the_tuning(tmp_path, larger_folde
     b = pd.read_csv(tmp_path / "full" / "tune.csv").drop(columns=drop)
     assert len(a) == len(TUNE_GRID)
     pd.testing.assert_frame_equal(a, b)
+    assert not RunFolder(tmp_path / "cut").interrupted
     resolved = json.loads((tmp_path / "cut" / "config.json").read_text())["resolved"]
     assert resolved == json.loads((tmp_path / "full" / "config.json").read_text())["resolved"]
     for key in full:
