@@ -28,6 +28,7 @@ import pandas as pd
 
 from fastgr import RunFolder, TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 from fastgr.presets import default_setting
 
 CIFAR = dict(data=".data/cifar5k", arch="cifar_resnet20", lr=0.1, bs=128, wd=5e-4, augment="crop+flip", seed=0)
@@ -125,10 +126,7 @@ def merge(out: Path, new: dict) -> dict:
                              "another file (--out)")
     results["meta"] = new.get("meta") or results["meta"]
     results["rows"].update(new["rows"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
+    write_text(out, json.dumps(results, indent=1) + "\n")
     return results
 
 

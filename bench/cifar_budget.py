@@ -22,6 +22,7 @@ import torch
 
 from fastgr import RunFolder, TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 
 BASE = dict(noise=0.4, noise_type="symmetric", arch="cifar_resnet20", epochs=40, lr=0.1, bs=128, wd=5e-4,
             augment="crop+flip", seed=0)
@@ -98,7 +99,7 @@ def main() -> None:
     root = a.keep or Path(tempfile.mkdtemp())
     if a.recount:
         recount_collapses(results["rows"], root)
-        a.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_text(a.out, json.dumps(results, indent=1) + "\n")
         print(table(results["rows"]))
         return
     for key in a.rows:
@@ -110,8 +111,7 @@ def main() -> None:
         s["wall_seconds"] = time.perf_counter() - t0
         s["config"] = ROWS[key][1]
         results["rows"][key] = s
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_text(a.out, json.dumps(results, indent=1) + "\n")
         print(key, json.dumps({k: v for k, v in s.items() if not isinstance(v, dict)}), flush=True)
     print(table(results["rows"]))
 

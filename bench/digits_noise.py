@@ -21,6 +21,7 @@ import torch
 
 from fastgr import TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 
 METHODS = {
     "CE": dict(loss="ce"),
@@ -52,7 +53,7 @@ def main() -> None:
                 f"--noise {' '.join(map(str, a.noise))} --epochs {a.epochs}".split()
                 + ([] if a.warmup is None else ["--warmup", str(a.warmup)])),
             "threads_env": os.environ.get("OMP_NUM_THREADS")}
-    a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    write_text(a.out, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(table(rows))
 
 

@@ -21,6 +21,7 @@ import torch
 
 from fastgr import TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 
 SETTINGS = {"default": ("the default", {}), "preset": ("`--preset`", {"preset": True})}
 WARMUPS = (0.0, 0.2, 0.5)
@@ -62,8 +63,7 @@ def main() -> None:
     meta = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "versions": versions(), "command": "uv run python bench/digits_warmup.py --noise "
             + " ".join(f"{n:g}" for n in a.noise)}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    write_text(a.out, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(table(rows))
 
 

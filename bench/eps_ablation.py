@@ -19,6 +19,7 @@ import torch
 
 from fastgr import TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 
 
 def main() -> None:
@@ -38,8 +39,7 @@ def main() -> None:
     meta = {"threads": torch.get_num_threads(), "versions": versions(),
             "command": f"uv run python bench/eps_ablation.py --noise {' '.join(map(str, a.noise))} "
                        f"--eps {' '.join(map(str, a.eps))}"}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    write_text(a.out, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print("| noise | eps | test acc (final) | fit of given labels | lowest epoch gr_ess | seconds |\n"
           "|---|---|---|---|---|---|")
     for r in rows:

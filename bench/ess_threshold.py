@@ -22,6 +22,7 @@ import torch
 
 from fastgr import TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 
 DIGITS = {"digits CE": dict(loss="ce"), "digits GR lam 0.5, beta 8": dict(lam=0.5, beta=8.0),
           "digits GR lam 1, beta 16": dict(lam=1.0, beta=16.0), "digits GR lam 2, beta 12": dict(lam=2.0, beta=12.0)}
@@ -60,9 +61,8 @@ def main() -> None:
             s = json.loads((folder / "summary.json").read_text())
             runs[f"cifar5k {folder.name}"] = record(s, folder / "metrics.csv", s.get("warmup") or 0.0, 5000 // 128)
     ce = {k.split()[0]: v["test_accuracy"] for k, v in runs.items() if k.endswith(" CE") or k.endswith(" ce")}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"meta": {"threads": torch.get_num_threads(), "versions": versions()},
-                                 "runs": runs}, indent=1) + "\n")
+    write_text(a.out, json.dumps({"meta": {"threads": torch.get_num_threads(), "versions": versions()},
+                                  "runs": runs}, indent=1) + "\n")
     from fastgr import collapsed_epochs
 
     print("| run | test acc | CE's test acc | epoch gr_ess: lowest / median | epoch gr_mean_p: lowest / median | "

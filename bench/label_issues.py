@@ -36,6 +36,7 @@ import pandas as pd
 
 from fastgr import TrainConfig, train_run
 from fastgr.config import versions
+from fastgr.files import write_text
 from fastgr.issues import issue_auroc
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -65,7 +66,8 @@ def fastgr_run(out: Path) -> dict:
             "auroc_late_p": issue_auroc(1 - f["mean_p_late"].fillna(f["p_given_final"]), wrong),
             "auroc_final_p": issue_auroc(1 - f["p_given_final"], wrong), **flagged_stats(flagged, wrong),
             "true_noise_rate": float(wrong.mean()), "images_processed": len(pd.read_csv(out / "metrics.csv")) * len(f),
-            "test_accuracy_final": s["test_accuracy_final"], "seconds": s["seconds"]}
+            "test_accuracy_final": s["test_accuracy_final"], "seconds": s["seconds"],
+            "cpu": json.loads((out / "config.json").read_text())["versions"].get("cpu", "not recorded")}
 
 
 def fold_of(n: int, seed: int) -> np.ndarray:
@@ -100,7 +102,8 @@ def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.npz")  # written whole, then renamed: a cut run leaves no half file
     np.savez(tmp, held=np.flatnonzero(held), probs=p.float().numpy(), given=noisy.given, true=noisy.true,
-             images=cfg.epochs * int((~held).sum()), seconds=time.perf_counter() - t0, device=str(device))
+             images=cfg.epochs * int((~held).sum()), seconds=time.perf_counter() - t0, device=str(device),
+             cpu=versions()["cpu"])  # a seeded CPU run repeats only on its kind of CPU
     tmp.replace(out)
 
 
@@ -119,7 +122,8 @@ def cleanlab_cv(folds: list[Path]) -> dict:
     wrong = given != true
     return {"auroc": issue_auroc(1 - quality, wrong), **flagged_stats(flagged, wrong),
             "true_noise_rate": float(wrong.mean()), "images_processed": int(sum(int(q["images"]) for q in parts)),
-            "seconds": round(sum(float(q["seconds"]) for q in parts), 2), "device": str(parts[0]["device"])}
+            "seconds": round(sum(float(q["seconds"]) for q in parts), 2), "device": str(parts[0]["device"]),
+            "cpu": sorted({str(q["cpu"]) if "cpu" in q else "not recorded" for q in parts})}
 
 
 def train_part(cfg: TrainConfig, root: Path, part: str) -> None:
@@ -207,7 +211,7 @@ def main() -> None:
     root = (a.keep or Path(tempfile.mkdtemp(prefix="label_issues_"))) / a.case
     if a.correction:
         results[a.case]["correction"] = correction(cfg, root / "gr")
-        OUT.write_text(json.dumps(results, indent=1) + "\n")
+        write_text(OUT, json.dumps(results, indent=1) + "\n")
         return
     if a.part:
         train_part(cfg, root, a.part)
@@ -222,8 +226,7 @@ def main() -> None:
          "cleanlab": cleanlab_cv([root / f"fold{k}.npz" for k in range(FOLDS)]), "epochs": cfg.epochs}
     results["meta"] = {"versions": versions(), "folds": FOLDS}
     results[a.case] = r
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1) + "\n")
+    write_text(OUT, json.dumps(results, indent=1) + "\n")
     print(table({a.case: r}))
 
 

@@ -107,6 +107,8 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
 
 def merge(files: list[Path], out: Path) -> dict:
     "One table of the rows of several `--out` files of the same protocol and noise rate."
+    from fastgr.files import write_text
+
     parts = [json.loads(f.read_text()) for f in files]
     keys = ("protocol", "noise")
     if len({tuple(p[k] for k in keys) for p in parts}) > 1:
@@ -117,10 +119,7 @@ def merge(files: list[Path], out: Path) -> dict:
         result["correction"] = p.get("correction") or result.get("correction")
     order = [ROWS[k] for k in ROWS]  # CE, GR, correction; each row with a warm-up after the one without
     result["rows"] = dict(sorted(result["rows"].items(), key=lambda kv: (order.index(paper_row(kv[0])), kv[0])))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    write_text(out, json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -198,6 +197,7 @@ def main() -> None:
     from fastgr.config import resolve_device, versions
     from fastgr.correction import correction_report, relabel
     from fastgr.data import load_data
+    from fastgr.files import write_text
     from fastgr.noise import symmetric_noise
     from fastgr.presets import PAPER_SETTINGS
 
@@ -244,8 +244,7 @@ def main() -> None:
               "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": paper.get(paper_row(k))}
                        for k, r in rows.items()}}
     out = a.out or Path(f"bench/results/table3_{a.protocol}{'_small' if a.small else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out, json.dumps(result, indent=1) + "\n")
     print_table(result, log)
 
 

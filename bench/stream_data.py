@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastgr.files import write_text
+
 RUN = """
 import resource, sys, time
 from fastgr import TrainConfig, train_run
@@ -117,8 +119,7 @@ def main() -> None:
     else:
         result.update({"meta": {"versions": versions(), "command": " ".join(sys.argv)},
                        "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work)})
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(a.out, json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from fastgr.config import TrainConfig
+from fastgr.files import write_text
 from fastgr.tuning import noisy_label_accuracy
 
 OUT = Path("bench/results/tune_agreement.json")
@@ -100,9 +101,7 @@ def rule_agreement(rows: dict) -> list[dict]:
 
 def report_rule() -> None:
     rows = rule_agreement(json.loads(SWEEP.read_text())["rows"])
-    tmp = RULE_OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(RULE_OUT)
+    write_text(RULE_OUT, json.dumps(rows, indent=1) + "\n")
     for r in rows:
         tau = "-" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
         verdict = "the best" if r["pick_is_best_clean"] else f"short of the best ({r['best_clean']}) by " \
@@ -126,9 +125,7 @@ def main() -> None:
     # rows measured earlier (their run folders may be gone) stay; a row measured again is replaced
     new = {r["row"] for r in rows}
     kept = [r for r in (json.loads(OUT.read_text()) if OUT.exists() else []) if r["row"] not in new]
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(kept + rows, indent=1) + "\n")
-    tmp.replace(OUT)
+    write_text(OUT, json.dumps(kept + rows, indent=1) + "\n")
     for r in rows:
         tau = "-" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
         verdict = "the best" if r["chosen_is_best_clean"] else f"short of the best by {r['shortfall']:.3f}"
