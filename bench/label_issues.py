@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -77,7 +78,9 @@ def fold_of(n: int, seed: int) -> np.ndarray:
 
 def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
     """One fold of cleanlab's recipe: cross-entropy on the other four fifths for the same epochs, and the held-out
-    fifth's predicted probabilities, written to `out` (.npz: held indices, probs, given and true labels, cost)."""
+    fifth's predicted probabilities, written to `out` (.npz: held indices, probs, given and true labels, cost).
+    While it trains, `out` without its suffix holds a checkpoint per epoch (`RunLog`'s): a fold cut at a session's
+    end goes on from its last epoch, as a run does, and the folder goes once the .npz is written."""
     from fastai.torch_core import set_seed
 
     from fastgr.config import resolve_device
@@ -85,26 +88,33 @@ def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
     from fastgr.learner import fit_schedule, gr_learner
     from fastgr.loader import make_dataloaders
     from fastgr.noise import training_labels
+    from fastgr.runs import RunFolder
+    from fastgr.training import RunLog
 
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
     noisy, _ = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
     held = fold_of(len(noisy.given), cfg.seed) == k
     device = resolve_device(cfg.device)
-    t0 = time.perf_counter()
     sub = data.holdout(held, noisy.given, f"{data.name} fold {k}")
     set_seed(cfg.seed + k)
     dls = make_dataloaders(sub, noisy.given[~held], cfg.bs, device, cfg.seed, cfg.augment or data.augment,
                            channels_last=device.type == "cuda")
-    learn = gr_learner(dls, cfg.arch, loss="ce", lr=cfg.lr, wd=cfg.wd, amp=device.type == "cuda")
+    work = RunFolder(out.with_suffix(""))
+    work.mkdir()
+    log = RunLog(work)
+    learn = gr_learner(dls, cfg.arch, loss="ce", lr=cfg.lr, wd=cfg.wd, amp=device.type == "cuda", cbs=[log])
+    start = log.restore(learn)
     with learn.no_bar(), learn.no_logging():
-        fit_schedule(learn, cfg.epochs, cfg.lr)
+        fit_schedule(learn, cfg.epochs, cfg.lr, start_epoch=start)
+        t1 = time.perf_counter()  # training seconds are the log's, over every session; then the predictions'
         p, _ = learn.get_preds(dl=dls.valid)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.npz")  # written whole, then renamed: a cut run leaves no half file
     np.savez(tmp, held=np.flatnonzero(held), probs=p.float().numpy(), given=noisy.given, true=noisy.true,
-             images=cfg.epochs * int((~held).sum()), seconds=time.perf_counter() - t0, device=str(device),
+             images=cfg.epochs * int((~held).sum()), seconds=log.elapsed + time.perf_counter() - t1, device=str(device),
              cpu=versions()["cpu"])  # a seeded CPU run repeats only on its kind of CPU
     tmp.replace(out)
+    shutil.rmtree(work.path)  # the fold's own working folder: its result is the .npz
 
 
 def cleanlab_cv(folds: list[Path]) -> dict:

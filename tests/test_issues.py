@@ -157,3 +157,36 @@ def test_issues_on_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     r = CliRunner().invoke(app, ["issues", str(tmp_path)])
     assert r.exit_code == 1
     assert "no label_issues.csv" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_cleanlab_fold_cut_at_an_epoch_goes_on_to_the_same_probabilities(tmp_path, monkeypatch):
+    "bench/label_issues.py's folds train for hours on CIFAR: one cut at a session's end resumes from its checkpoint."
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    sys.modules.pop("label_issues", None)
+    import label_issues
+
+    from fastgr.training import RunLog
+
+    cfg = TrainConfig(**{**label_issues._cases()["digits40"][1], "epochs": 3})
+    whole, cut = tmp_path / "whole" / "fold1.npz", tmp_path / "cut" / "fold1.npz"
+    label_issues.cv_fold(cfg, 1, whole)
+    save = RunLog.save
+
+    def save_then_cut(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunLog, "save", save_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        label_issues.cv_fold(cfg, 1, cut)
+    assert not cut.exists() and (tmp_path / "cut" / "fold1" / "checkpoint.pth").exists()
+    monkeypatch.setattr(RunLog, "save", save)
+    label_issues.cv_fold(cfg, 1, cut)
+    a, b = np.load(whole), np.load(cut)
+    assert np.array_equal(a["held"], b["held"]) and a["probs"].shape == (len(a["held"]), 10)
+    assert np.array_equal(a["probs"], b["probs"])  # the epochs' draws and states restored: the same fold to the bit
+    assert not (tmp_path / "cut" / "fold1").exists()  # its working folder goes with the result written
