@@ -14,9 +14,9 @@ Reported: AUROC of each ranking for the truly wrong labels, precision and recall
 of the noise rate against the truth, training cost in images processed. Results merge into
 bench/results/label_issues.json under CASE.
 
-A case is seven trainings (`PARTS`: gr, ce, fold0..fold4), each a file or folder of its own under --keep, so that
-they can run one at a time over several sessions, or side by side as processes sharing a GPU on a machine without
-cleanlab, and be scored later where cleanlab is installed:
+A case is seven trainings (`PARTS`: gr, ce, fold0..fold4), each a file or folder of its own under --keep (a part
+cut while training goes on from its last epoch), so that they can run one at a time over several sessions, or side
+by side as processes sharing a GPU on a machine without cleanlab, and be scored later where cleanlab is installed:
 
     python bench/label_issues.py --case cifar5k_sym40 --keep DIR --part fold3     # train one part (no cleanlab)
     uv run --group bench python bench/label_issues.py --case cifar5k_sym40 --keep DIR --collect   # score them
