@@ -56,6 +56,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, image_folder, corr
     a, b = model_state(tmp_path / "cut" / sub / "learner.pkl"), model_state(tmp_path / "full" / sub / "learner.pkl")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (cut / "checkpoint.pth").exists()
+    if correct:  # --correct relabels to the report's model_label: the two lists agree, label for label
+        issues = pd.read_csv(tmp_path / "full" / "label_issues.csv").set_index("item")
+        labels = pd.read_csv(tmp_path / "full" / "labels.csv").set_index("item")
+        assert (labels["corrected_label"] != labels["given_label"]).any()
+        assert labels["corrected_label"].equals(issues.loc[labels.index, "model_label"].rename("corrected_label"))
 
 
 def test_cli_interrupt_exits_130_and_resume_finishes(tmp_path, image_folder, monkeypatch):
