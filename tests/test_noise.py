@@ -81,6 +81,9 @@ def test_paper_settings_by_noise_and_classes():
     assert paper_setting(0.6, 200)[:2] == (0.5, 8.0)
     assert paper_setting(0.0, 100)[:2] == (0.0, 2.0)  # CIFAR-100's clean row (Table 2)
     assert paper_setting(0.15, 100)[:2] == (0.3, 6.0)  # the nearest row
+    assert paper_setting(0.3, 10)[:2] == (1.0, 16.0)  # halfway: the noisier row, floating point notwithstanding
+    assert paper_setting(0.1, 10)[:2] == (0.5, 12.0)
+    assert paper_setting(0.29, 10)[:2] == (0.5, 12.0)
     assert paper_setting(None, 10) == FIXED_DEFAULT
     with pytest.raises(ValueError):
         paper_setting(1.2, 10)
