@@ -39,8 +39,8 @@ CASES = {  # key: (row label, config)
     "digits_pair30": ("digits, 30% pairflip", dict(data="digits", noise=0.3, noise_type="pairflip")),
     "cifar5k_sym40": ("CIFAR-5k, 40% symmetric", dict(CIFAR, noise=0.4, noise_type="symmetric")),
     "cifar5k_pair30": ("CIFAR-5k, 30% pairflip", dict(CIFAR, noise=0.3, noise_type="pairflip")),
-    "c10n_random1": ("CIFAR-10N random_label1 (17%) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_random1.csv")),
-    "c10n_aggre": ("CIFAR-10N aggre_label (9%) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_aggre.csv")),
+    "c10n_random1": ("CIFAR-10N random_label1 (17.5% wrong) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_random1.csv")),
+    "c10n_aggre": ("CIFAR-10N aggre_label (9.2% wrong) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_aggre.csv")),
 }
 COLUMNS = {  # key: (column label, the flags that differ from the case's)
     "ce": ("CE", dict(loss="ce")),

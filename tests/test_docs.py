@@ -54,3 +54,34 @@ def test_readme_commands_are_what_ci_runs():
     test_cmd = re.search(r"uv run [^`\n]*pytest[^`\n]*", README).group(0)
     assert test_cmd in ci
     assert "uv run fastgr train" in README
+
+
+def _table(text: str) -> dict[tuple[str, str], list[str]]:
+    "A markdown table's body rows as {(first cell, second cell): the other cells}."
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    return {tuple(r[:2]): r[2:] for r in rows[1:]}
+
+
+def test_benchmarks_results_table_is_the_raw_results():
+    "Every figure of BENCHMARKS.md's results table that bench/results/budget_sweep.json holds is the one it holds."
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("budget_sweep", ROOT / "bench" / "budget_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    raw = json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"]
+    generated = _table(sweep.table(raw))
+    section = (ROOT / "BENCHMARKS.md").read_text().split("## Results across methods")[1].split("\n## ")[0]
+    documented = _table(section[section.index("\n| case |"):].split("\n\n")[0])
+    assert documented.keys() == generated.keys()
+    checked = 0
+    for key, cells in generated.items():
+        for shown, cell in zip(documented[key], cells, strict=True):
+            if cell == "-" or shown.startswith("="):  # not run, or a pointer to the same run in another column
+                continue
+            figures = re.match(r"\**(\d\.\d{3})\**\s*\((\d\.\d{3})\)", shown)
+            assert figures and " ".join(figures.groups()) == cell.replace("(", "").replace(")", ""), (key, shown, cell)
+            checked += 1
+    assert checked >= 70  # 72 when written
