@@ -85,3 +85,52 @@ def test_benchmarks_results_table_is_the_raw_results():
             assert figures and " ".join(figures.groups()) == cell.replace("(", "").replace(")", ""), (key, shown, cell)
             checked += 1
     assert checked >= 70  # 72 when written
+
+
+# The README's results table names its rows in words; these are the rows of BENCHMARKS.md's (and --table's) they copy.
+README_ROWS = {
+    "digits (sklearn), ResNet-20 at 16x16, 30 epochs": ("digits, 40% symmetric", "30"),
+    **{f"CIFAR-10, 5,000-image subset, ResNet-20, {n} epochs": ("CIFAR-5k, 40% symmetric", str(n))
+       for n in (10, 20, 30, 40, 120)},
+    "CIFAR-10, 5,000-image subset, 30% pairflip, 120 epochs": ("CIFAR-5k, 30% pairflip", "120"),
+    "CIFAR-10N random_label1 (17.5% human noise) on the same subset, 120 epochs":
+        ("CIFAR-10N random_label1 (17.5% wrong) on CIFAR-5k", "120"),
+    "CIFAR-10N aggre_label (9.2% human noise) on the same subset, 120 epochs":
+        ("CIFAR-10N aggre_label (9.2% wrong) on CIFAR-5k", "120"),
+}
+
+
+def test_readme_results_table_is_the_raw_results():
+    "Each figure of the README's results table that budget_sweep.json holds is its column's final accuracy there."
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("budget_sweep", ROOT / "bench" / "budget_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    generated_text = sweep.table(json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"])
+    columns = [c.strip() for c in generated_text.splitlines()[0].strip("|").split("|")][2:]
+    generated = {key: dict(zip(columns, (c.split(" ")[0] for c in cells), strict=True))
+                 for key, cells in _table(generated_text).items()}
+    section = README.split("\n## Results\n")[1].split("\n## ")[0]
+    text = section[section.index("\n| data, budget |"):].split("\n\n")[0]
+    readme_columns = ["CE", "LS", "GCE", "SCE", "MixUp", "GR defaults", "GR --preset", "GR --tune"]
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip().strip("|").split("|")]
+                                  for line in text.splitlines()[2:])}
+    # The pairflip row's `--preset` cell shows what --preset trains today (the defaults' run); BENCHMARKS.md the old.
+    today = {("CIFAR-5k, 30% pairflip", "GR --preset"): "GR defaults"}
+    checked = 0
+    for name, key in README_ROWS.items():
+        assert name in rows, name
+        final = generated[key]
+        for column, shown in zip(readme_columns, rows[name], strict=True):
+            if final[column] == "-":  # not in this results file (the 40-epoch row's GR cells: bench/cifar_budget.py)
+                continue
+            figures = re.findall(r"\d\.\d{3}", shown)
+            assert figures and set(figures) <= set(final.values()), (name, column, shown)  # each one of the row's runs
+            if shown[:1].isdigit():
+                assert figures[0] == final[today.get((key[0], column), column)], (name, column, shown)
+                checked += 1
+            else:
+                assert shown.startswith("("), (name, column, shown)
+    assert checked >= 48  # 51 when written
