@@ -63,16 +63,20 @@ def _table(text: str) -> dict[tuple[str, str], list[str]]:
     return {tuple(r[:2]): r[2:] for r in rows[1:]}
 
 
-def test_benchmarks_results_table_is_the_raw_results():
-    "Every figure of BENCHMARKS.md's results table that bench/results/budget_sweep.json holds is the one it holds."
+def _sweep_table() -> str:
+    "The results table `bench/budget_sweep.py --table` prints from bench/results/budget_sweep.json."
     import importlib.util
     import json
 
     spec = importlib.util.spec_from_file_location("budget_sweep", ROOT / "bench" / "budget_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    raw = json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"]
-    generated = _table(sweep.table(raw))
+    return sweep.table(json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"])
+
+
+def test_benchmarks_results_table_is_the_raw_results():
+    "Every figure of BENCHMARKS.md's results table that bench/results/budget_sweep.json holds is the one it holds."
+    generated = _table(_sweep_table())
     section = (ROOT / "BENCHMARKS.md").read_text().split("## Results across methods")[1].split("\n## ")[0]
     documented = _table(section[section.index("\n| case |"):].split("\n\n")[0])
     assert documented.keys() == generated.keys()
@@ -102,13 +106,7 @@ README_ROWS = {
 
 def test_readme_results_table_is_the_raw_results():
     "Each figure of the README's results table that budget_sweep.json holds is its column's final accuracy there."
-    import importlib.util
-    import json
-
-    spec = importlib.util.spec_from_file_location("budget_sweep", ROOT / "bench" / "budget_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    generated_text = sweep.table(json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"])
+    generated_text = _sweep_table()
     columns = [c.strip() for c in generated_text.splitlines()[0].strip("|").split("|")][2:]
     generated = {key: dict(zip(columns, (c.split(" ")[0] for c in cells), strict=True))
                  for key, cells in _table(generated_text).items()}
