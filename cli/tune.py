@@ -124,17 +124,25 @@ def tune(
         reporter.stop()
     table = Table(title=f"accuracy on {result['n_holdout']} held-out training labels (noisy), "
                         f"{epochs} epochs each", title_justify="left")
-    for col in ("loss", "lam", "beta", "warm-up", "held-out acc", "best epoch acc", "ess", "collapsed epochs", "s"):
+    # where the truth is known (injected noise, a labels file with it), what the tuner would have chosen with it:
+    # shown to judge the choice, never used to make it
+    truth = any(r.get("holdout_acc_true") is not None for r in result["table"])
+    for col in ("loss", "lam", "beta", "warm-up", "held-out acc", "best epoch acc", *(("true labels",) * truth), "ess",
+                "collapsed epochs", "s"):
         table.add_column(col, justify="right")
     g = "{:g}"
     for r in result["table"]:
         key = ("loss", "lam", "beta", "warmup")
         chosen = [r[k] for k in key] == [result[k] for k in key]
         table.add_row(r["loss"], fmt(r["lam"], g), fmt(r["beta"], g), fmt(r["warmup"], g), fmt(r["holdout_acc_noisy"]),
-                      fmt(r["holdout_acc_noisy_best"]), fmt(r["ess_final"], "{:.3f}"),
+                      fmt(r["holdout_acc_noisy_best"]), *((fmt(r.get("holdout_acc_true")),) * truth),
+                      fmt(r["ess_final"], "{:.3f}"),
                       str(r["emphasis_collapse_epochs"]), f"{r['seconds']:.0f}",
                       style="bold green" if chosen else None)
     console.print(table)
     chosen = f"--loss {result['loss']}" if result["loss"] != "gr" else \
         f"--lam {result['lam']:g} --beta {result['beta']:g} --warmup {result['warmup']:g}"
     console.print(f"chosen: [bold]{chosen}[/]" + (f" (tune.csv in {out})" if out else ""))
+    if truth:
+        console.print("true labels: accuracy on the held-out part's true labels, to judge the choice; not used to "
+                      "make it")

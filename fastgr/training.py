@@ -40,6 +40,9 @@ class TrainingDiverged(RuntimeError):
 # result.json's keys: what a finished phase tells the run (and a resumed run reads back)
 RESULT_KEYS = ("test_accuracy_final", "test_accuracy_best", "train_accuracy_given", "train_accuracy_true", "epochs",
                "ess_final", "ess_min", "emphasis_collapse_epochs", "seconds")
+# a tuning candidate's predicted class for each held-out image: its ranking can be checked against any labelling of
+# the held-out part (the truth, where known) without training it again
+HOLDOUT_FILE = "holdout_pred.csv"
 
 
 def _stateful(cb) -> bool:
@@ -149,6 +152,7 @@ class PhaseResult:
     emphasis_collapse_epochs: int  # epochs in an emphasis collapse
     seconds: float  # training seconds, over every session of a resumed phase
     probs: torch.Tensor | None = field(default=None, repr=False)  # (N, C) training-set probabilities
+    holdout_pred: np.ndarray | None = field(default=None, repr=False)  # (M,) a light phase's held-out classes
     examples: pd.DataFrame | None = field(default=None, repr=False)  # GR's last-epoch examples, with the truth
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +217,12 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
     accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
     ess = [r["gr_ess"] for r in rows if r.get("gr_ess") is not None]
     gr = next((cb for cb in learn.cbs if isinstance(cb, GRCallback)), None)
+    holdout_pred = None
+    if light:  # written before result.json: a finished candidate read back on resume has it too
+        holdout_pred = predict_probs(learn, learn.dls.valid).argmax(1).numpy()
+        items = data.valid_items or [str(i) for i in range(len(holdout_pred))]
+        folder.write_csv(HOLDOUT_FILE, pd.DataFrame({"item": items, "given": np.asarray(data.valid_y),
+                                                     "pred": holdout_pred}))
     examples = None
     if gr is not None and gr.examples is not None:
         ex = gr.examples
@@ -245,7 +255,7 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
         train_accuracy_true=float((pred == labels.true).mean()) if truth_known else None,
         epochs=len(rows), ess_final=ess[-1] if ess else None, ess_min=min(ess) if ess else None,
         emphasis_collapse_epochs=len(gr.collapsed_epochs) if gr is not None else 0,
-        seconds=round(log.elapsed, 2), probs=probs, examples=examples)
+        seconds=round(log.elapsed, 2), probs=probs, holdout_pred=holdout_pred, examples=examples)
     folder.write("result.json", result.to_dict())
     folder.remove("checkpoint.pth")  # the phase is done: learner.pkl (or result.json) replaces it
     return result

@@ -18,7 +18,7 @@ from .models import check_arch, check_model
 from .noise import NoisyLabels, training_labels
 from .presets import DEFAULT_WARMUP, TUNE_GRID
 from .runs import Reporter, RunFolder
-from .training import train_phase
+from .training import HOLDOUT_FILE, train_phase
 
 __all__ = ["tune_run", "tune", "grid_setting", "check_grid", "noisy_label_accuracy"]
 
@@ -105,10 +105,12 @@ def tune(
                                setting_source="tuning grid" if loss == "gr" else None, warmup=warmup,
                                warmup_mode=cfg.warmup_mode if loss == "gr" else None)
         name = loss if loss != "gr" else f"lam {lam:g}, beta {beta:g}, warm-up {warmup:g}"
-        r = train_phase(folder.sub(f"tune/{i:02d}"), c, resolved, sub, sub_noisy, truth_known, reporter,
+        phase = folder.sub(f"tune/{i:02d}")
+        r = train_phase(phase, c, resolved, sub, sub_noisy, truth_known, reporter,
                         f"tune {i + 1}/{len(grid)}: {name}", light=True, resume=resume)
         rows.append({"loss": loss, "lam": lam, "beta": beta, "warmup": warmup,
                      "holdout_acc_noisy": r.test_accuracy_final, "holdout_acc_noisy_best": r.test_accuracy_best,
+                     "holdout_acc_true": _holdout_acc_true(r.holdout_pred, phase, noisy.true[held], truth_known),
                      "ess_final": r.ess_final, "emphasis_collapse_epochs": r.emphasis_collapse_epochs,
                      "seconds": r.seconds})
     best = max(rows, key=lambda r: r["holdout_acc_noisy"])  # the first of equals
@@ -120,6 +122,28 @@ def tune(
     folder.write_csv("tune.csv", pd.DataFrame(rows))
     folder.write("tune.json", result)
     return result
+
+
+def _holdout_acc_true(
+    pred,  # (M,) the candidate's held-out classes from this session, or None (read back from its folder)
+    phase: RunFolder,  # the candidate's folder, holding them as `HOLDOUT_FILE`
+    true,  # (M,) the held-out part's true labels
+    truth_known: bool,  # whether `true` is the truth
+) -> float | None:
+    """A candidate's accuracy on the held-out part's *true* labels: reported beside the noisy accuracy to show how
+    well the tuner ranked, never used to choose. None where the truth is unknown, or a candidate finished by an
+    older fastgr has no held-out predictions."""
+    import numpy as np
+
+    if not truth_known:
+        return None
+    if pred is None:
+        if not phase.has(HOLDOUT_FILE):
+            return None
+        import pandas as pd
+
+        pred = pd.read_csv(phase.path / HOLDOUT_FILE)["pred"].to_numpy()
+    return float((np.asarray(pred) == np.asarray(true)).mean())
 
 
 def tune_run(

@@ -179,6 +179,20 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
     # a quarter of each *given* class of the 1,437 training images
     assert abs(result["n_holdout"] - 1437 / 4) <= 5
     assert json.loads((tmp_path / "tune" / "tune.json").read_text())["lam"] == 0.5
+    # each candidate keeps its held-out predictions: scored on the given labels they are the tuner's own figure;
+    # on the true labels, tune.csv's holdout_acc_true (reported, not used to choose)
+    from fastgr.data import load_data, stratified_split
+    from fastgr.noise import training_labels
+
+    data = load_data("digits", 8, cfg.valid_pct, cfg.seed)
+    noisy, _ = training_labels(data, 0.4, "symmetric", cfg.seed, None)
+    held = stratified_split(noisy.given, 0.25, cfg.seed)
+    for i, row in table.iterrows():
+        pred = pd.read_csv(tmp_path / "tune" / "tune" / f"{i:02d}" / "holdout_pred.csv")
+        assert len(pred) == result["n_holdout"] and (pred["given"] == noisy.given[held]).all()
+        assert (pred["pred"] == pred["given"]).mean() == pytest.approx(row.holdout_acc_noisy, abs=1e-6)
+        assert (pred["pred"] == noisy.true[held]).mean() == pytest.approx(row.holdout_acc_true, abs=1e-9)
+    assert table.holdout_acc_true[0] > table.holdout_acc_noisy[0] + 0.1  # 40% of the held-out labels are wrong
 
 
 def test_tuning_chooses_cross_entropy_where_the_held_out_labels_say_gr_loses(tmp_path, monkeypatch):
@@ -339,6 +353,7 @@ def test_cli_tune_and_train_tune_and_the_red_warning(tmp_path, larger_folder):
     r = runner.invoke(app, ["tune", str(larger_folder), "--grid", "0.5,8 0,1000", "--holdout", "0.25", *tiny])
     assert r.exit_code == 0, r.output
     assert "chosen: --lam 0.5 --beta 8 --warmup 0" in r.stdout
+    assert "true labels" in r.stdout and "not used to make it" in r.stdout  # injected noise: the truth is known
     r = runner.invoke(app, ["tune", str(larger_folder), "--grid", "0.5,x"])
     assert r.exit_code == 2 and "--grid takes" in r.output
     out = tmp_path / "tuned"
