@@ -7,12 +7,17 @@ r"""GR against cross-entropy and the usual baselines as the training budget grow
     uv run python bench/budget_sweep.py --case cifar5k_sym40 --epochs 120 --columns ce gr preset --keep runs/sweep
     uv run python bench/budget_sweep.py --table      # print the results table of BENCHMARKS.md, train nothing
     uv run python bench/budget_sweep.py --figure docs/budget_sweep.png
+    uv run python bench/budget_sweep.py --case cifar5k_sym40 --epochs 120 --columns ce default --seed 1 \
+        --keep runs/sweep
+    uv run python bench/budget_sweep.py --seeds      # the seeds table of BENCHMARKS.md, train nothing
 
 Every run is one `train_run` (what `fastgr train` does) with the protocol of bench/cifar_budget.py: CIFAR
 ResNet-20, pad-crop-flip, SGD one-cycle (max lr 0.1, momentum 0.9, L2 5e-4), batch 128, seed 0; the digits case
 uses `fastgr train`'s own defaults. A column is one flag of the CLI (`COLUMNS`). Results, with each run's per-epoch
 test accuracy and fit of the given and of the true labels, are merged into bench/results/budget_sweep.json under
-`CASE/EPOCHS/COLUMN` as runs finish; with --keep an interrupted run resumes.
+`CASE/EPOCHS/COLUMN` as runs finish; with --keep an interrupted run resumes. A run with another `--seed` (a new
+noise draw where the case draws one, split, initialisation and batches) goes to bench/results/budget_seeds.json under
+`CASE/EPOCHS/COLUMN/seedN`: the main table stays one seed per cell, and `--seeds` shows the cells run with several.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ COLUMNS = {  # key: (column label, the flags that differ from the case's)
 }
 CURVES = ("test_acc", "train_acc_given", "train_acc_true")
 OUT = Path("bench/results/budget_sweep.json")
+SEEDS_OUT = Path("bench/results/budget_seeds.json")  # the runs with a seed other than the protocol's 0
 
 
 def train_kept(cfg: TrainConfig, out: Path, keep: bool = True) -> dict:
@@ -69,14 +75,19 @@ def train_kept(cfg: TrainConfig, out: Path, keep: bool = True) -> dict:
     return train_run(cfg, out, overwrite=not resume, resume=resume)
 
 
-def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) -> dict:
+def row_key(case: str, epochs: int, column: str, seed: int = 0) -> str:
+    "A cell's key in the results: `CASE/EPOCHS/COLUMN`, with `/seedN` for a seed other than the protocol's 0."
+    return f"{case}/{epochs}/{column}" + (f"/seed{seed}" if seed else "")
+
+
+def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool, seed: int = 0) -> dict:
     """Train one cell (resuming a kept, interrupted one; reading a kept, finished one) and return its summary with
     per-epoch curves."""
-    flags = {**CASES[case][1], **COLUMNS[column][1]}
+    flags = {**CASES[case][1], **COLUMNS[column][1], "seed": seed}
     if epochs is not None:
         flags["epochs"] = epochs
     cfg = TrainConfig(**flags)
-    out = root / case / str(cfg.epochs) / column
+    out = (root / f"seed{seed}" if seed else root) / case / str(cfg.epochs) / column
     t0 = time.perf_counter()
     if keep and (out / "summary.json").exists():
         s = {**json.loads((out / "summary.json").read_text()), "wall_seconds": None}
@@ -85,7 +96,8 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool) 
         s["wall_seconds"] = time.perf_counter() - t0
     s["seconds"] = RunFolder(out).training_seconds()
     s["epochs"] = cfg.epochs
-    s["flags"] = {k: v for k, v in flags.items() if k not in CIFAR or k == "data"}
+    s["seed"] = cfg.seed
+    s["flags"] = {k: v for k, v in flags.items() if (k not in CIFAR or k == "data") and k != "seed"}
     config = json.loads((out / "config.json").read_text())
     s["device"] = config["resolved"]["device"]  # a GPU's row says so
     s["cpu"] = config["versions"].get("cpu")  # seeded CPU runs agree to the digit only on one kind of CPU
@@ -160,6 +172,52 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v: float | None, column: str) -> str:
+    "An accuracy, or a gain over CE (a `-ce` column) with its sign."
+    return "-" if v is None else f"{v:+.3f}" if column.endswith("-ce") else f"{v:.3f}"
+
+
+def _stat(values: list[float | None], column: str) -> str:
+    "Mean +- sample sd of the seeds run (how many in brackets); '-' for fewer than two."
+    v = np.array([x for x in values if x is not None])
+    return f"{_fmt(v.mean(), column)} +- {v.std(ddof=1):.3f} ({len(v)})" if len(v) > 1 else "-"
+
+
+def seeds_table(rows: dict, seeded: dict) -> str:
+    """Final test accuracy of each cell run with more than one seed: one line per seed (seed 0 from the main results,
+    `rows`; the others from `seeded`), each column's gain over CE on the same seed (the same noise draw and split),
+    and the mean +- sample standard deviation over the seeds each has run (how many in brackets)."""
+    cells = sorted({k.rsplit("/", 2)[0] for k in seeded}, key=lambda k: (list(CASES).index(k.split("/")[0]),
+                                                                        int(k.split("/")[1])))
+    cols = [c for c in COLUMNS if any(k.split("/")[2] == c for k in seeded)]  # any seeded in any row: one header
+    gains = [c for c in cols if c != "ce"] if "ce" in cols else []
+    lines = ["| case | epochs | seed | " + " | ".join(COLUMNS[c][0] for c in cols) + " | " +
+             " | ".join(f"{COLUMNS[c][0]} - CE" for c in gains) + " |",
+             "|---|---|---|" + "---|" * (len(cols) + len(gains))]
+    for ce in cells:
+        seeds = sorted({0} | {int(k.rsplit("seed", 1)[1]) for k in seeded if k.startswith(ce + "/")})
+        acc = {}
+        for seed in seeds:
+            for c in cols:
+                if seed:
+                    r = seeded.get(f"{ce}/{c}/seed{seed}")
+                else:  # seed 0 only where this row runs the column with other seeds: not a mix of run sets
+                    seeded_here = any(k.startswith(f"{ce}/{c}/seed") for k in seeded)
+                    r = (default_cell(rows, ce) if c == "default" else rows.get(f"{ce}/{c}")) if seeded_here else None
+                acc[seed, c] = None if r is None else r["test_accuracy_final"]
+        for seed in seeds:
+            for c in gains:
+                acc[seed, f"{c}-ce"] = (None if acc[seed, c] is None or acc[seed, "ce"] is None
+                                        else acc[seed, c] - acc[seed, "ce"])
+        shown = cols + [f"{c}-ce" for c in gains]
+        name, epochs = CASES[ce.split("/")[0]][0], ce.split("/")[1]
+        lines += [f"| {name} | {epochs} | {seed} | " + " | ".join(_fmt(acc[seed, c], c) for c in shown) + " |"
+                  for seed in seeds]
+        lines.append(f"| {name} | {epochs} | mean +- sd | " +
+                     " | ".join(_stat([acc[s, c] for s in seeds], c) for c in shown) + " |")
+    return "\n".join(lines)
+
+
 def figure(rows: dict, path: Path, cases: tuple[str, ...] = ("cifar5k_sym40", "c10n_random1")) -> None:
     "Per-epoch test accuracy (solid) and fit of the given labels (dashed), one panel per CIFAR case and budget."
     import matplotlib
@@ -200,12 +258,22 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[None], help="budgets; default: the case's")
     ap.add_argument("--columns", nargs="+", choices=list(COLUMNS), default=list(COLUMNS))
     ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here (an interrupted run resumes)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the noise draw, split, initialisation and batches; "
+                    f"other than 0 the rows go to {SEEDS_OUT}")
+    ap.add_argument("--out", type=Path, default=None, help=f"results file; default {OUT} ({SEEDS_OUT} with --seed)")
     ap.add_argument("--table", action="store_true", help="train nothing: print the results table")
     ap.add_argument("--figure", type=Path, default=None, help="train nothing: draw the per-epoch figure here")
+    ap.add_argument("--seeds", action="store_true", help=f"train nothing: print the table of {SEEDS_OUT}")
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="train nothing: merge the rows of these "
                     "result files (other machines' --out) into --out")
     a = ap.parse_args()
+    if a.seeds:
+        seeded = json.loads(SEEDS_OUT.read_text())["rows"] if SEEDS_OUT.exists() else {}
+        print(seeds_table(json.loads(OUT.read_text())["rows"], seeded))
+        return
+    if a.seed < 0:
+        raise SystemExit(f"--seed must be 0 or more, not {a.seed}")
+    a.out = a.out or (SEEDS_OUT if a.seed else OUT)
     if a.merge:
         for f in a.merge:
             merge(a.out, json.loads(f.read_text()))
@@ -225,14 +293,15 @@ def main() -> None:
     root = a.keep or Path(tempfile.mkdtemp())
     for epochs in a.epochs:
         for col in a.columns:
-            s = run_one(a.case, epochs, col, root, a.keep is not None)
-            old = results["rows"].get(f"{a.case}/{s['epochs']}/{col}", {})
+            s = run_one(a.case, epochs, col, root, a.keep is not None, a.seed)
+            key = row_key(a.case, s["epochs"], col, a.seed)
+            old = results["rows"].get(key, {})
             for k in ("wall_seconds", "cpu"):  # a kept run read again: what its first reading knew stays
                 s[k] = old.get(k) if s[k] is None else s[k]
-            results = merge(a.out, {"meta": meta, "rows": {f"{a.case}/{s['epochs']}/{col}": s}})
-            print(a.case, epochs, col, cell(s), f"fit given {s['train_accuracy_given']:.3f}",
+            results = merge(a.out, {"meta": meta, "rows": {key: s}})
+            print(a.case, epochs, col, f"seed {a.seed}", cell(s), f"fit given {s['train_accuracy_given']:.3f}",
                   f"{s['seconds'] / 60:.1f} min", flush=True)
-    print(table(results["rows"]))
+    print(seeds_table(json.loads(OUT.read_text())["rows"], results["rows"]) if a.seed else table(results["rows"]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import inspect
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastcore.docments import docments
 
@@ -63,15 +64,21 @@ def _table(text: str) -> dict[tuple[str, str], list[str]]:
     return {tuple(r[:2]): r[2:] for r in rows[1:]}
 
 
-def _sweep_table() -> str:
-    "The results table `bench/budget_sweep.py --table` prints from bench/results/budget_sweep.json."
+def _sweep_module():
+    "bench/budget_sweep.py as a module (bench/ is not a package)."
     import importlib.util
-    import json
 
     spec = importlib.util.spec_from_file_location("budget_sweep", ROOT / "bench" / "budget_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    return sweep.table(json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"])
+    return sweep
+
+
+def _sweep_table() -> str:
+    "The results table `bench/budget_sweep.py --table` prints from bench/results/budget_sweep.json."
+    import json
+
+    return _sweep_module().table(json.loads((ROOT / "bench" / "results" / "budget_sweep.json").read_text())["rows"])
 
 
 def test_benchmarks_results_table_is_the_raw_results():
@@ -132,3 +139,83 @@ def test_readme_results_table_is_the_raw_results():
             else:
                 assert shown.startswith("("), (name, column, shown)
     assert checked >= 48  # 51 when written
+
+
+def _table3_gpu() -> dict:
+    "bench/reproduce_table3.py's H100 results, by protocol: {'released' | 'text': {row name: row}}."
+    import json
+
+    return {p: json.loads((ROOT / "bench" / "results" / f"table3_gpu_{p}.json").read_text())["rows"]
+            for p in ("released", "text")}
+
+
+def test_table3_gpu_figures_are_the_raw_results():
+    """BENCHMARKS.md's Table 3 on one H100 and the README's two H100 rows are the figures of
+    bench/results/table3_gpu_{released,text}.json: final (best) accuracy, the paper's, fits and minutes."""
+    results = _table3_gpu()
+    section = (ROOT / "BENCHMARKS.md").read_text()
+    text = section[section.index("\n| protocol | run |"):].split("\n\n")[0]
+    protocol, checked = None, 0
+    for line in text.splitlines()[3:]:
+        first, run, acc, paper, fits, minutes = (c.strip() for c in line.strip().strip("|").split("|"))
+        protocol = first.split(" ")[0].rstrip(":,") if first else protocol
+        r = results[protocol]["CE" if run == "CE" else "GR (warm-up 0.5)" if "warm-up 0.5" in run else "GR"]
+        assert acc.replace("*", "") == f"{r['test_accuracy']:.3f} ({r['test_accuracy_best']:.3f})", (line, r)
+        assert paper == f"{r['paper']:.3f}"
+        assert fits == f"{r['fit_corrupted']:.3f} / {r['fit_intact']:.3f}", line
+        assert minutes == f"{r['seconds'] / 60:.1f}", line
+        checked += 1
+    assert checked == 6
+    readme = README.split("\n## Results\n")[1]
+    for name, protocol in (("Table 3), one H100", "released"), ("the same, 20k iterations", "text")):
+        row = next(line for line in readme.splitlines() if line.startswith("|") and name in line)
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert cells[1] == f"{results[protocol]['CE']['test_accuracy']:.3f}", row
+        warm = f"{results[protocol]['GR (warm-up 0.5)']['test_accuracy']:.3f}"
+        assert cells[6].split(" ")[0] == warm and cells[7] == warm, row  # the defaults' setting is --preset's at 40%
+
+
+def test_seeds_table_pairs_each_seed_with_its_ce_run():
+    """`budget_sweep.py --seeds`: seed 0 from the main results (GR defaults from whichever column trained them),
+    each column's gain over CE on the same seed, mean +- sample sd over the seeds run; a column seeded elsewhere
+    only shows '-' here. Figures worked by hand."""
+    sweep = _sweep_module()
+    acc = {"test_accuracy_final": 0.0}
+    rows = {"cifar5k_sym40/120/ce": {**acc, "test_accuracy_final": 0.40},
+            "cifar5k_sym40/120/gr": {**acc, "test_accuracy_final": 0.50, "lam": 0.5, "beta": 8.0, "warmup": 0.0},
+            "cifar5k_sym40/120/preset": {**acc, "test_accuracy_final": 0.60, "lam": 1.0, "beta": 16.0, "warmup": 0.5},
+            "digits40/30/ce": {**acc, "test_accuracy_final": 0.70}}
+    seeded = {"cifar5k_sym40/120/ce/seed1": {"test_accuracy_final": 0.44},
+              "cifar5k_sym40/120/default/seed1": {"test_accuracy_final": 0.62},
+              "cifar5k_sym40/120/ce/seed2": {"test_accuracy_final": 0.42},
+              "cifar5k_sym40/120/default/seed2": {"test_accuracy_final": 0.66},
+              "digits40/30/gce/seed1": {"test_accuracy_final": 0.90}}
+    text = sweep.seeds_table(rows, seeded)
+    assert text.splitlines()[0] == "| case | epochs | seed | CE | GCE | GR defaults | GCE - CE | GR defaults - CE |"
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    lines = {tuple(c[:3]): c[3:] for c in cells}
+    sym = "CIFAR-5k, 40% symmetric"
+    assert lines[sym, "120", "0"] == ["0.400", "-", "0.600", "-", "+0.200"]  # GR defaults: the preset column's run
+    assert lines[sym, "120", "1"] == ["0.440", "-", "0.620", "-", "+0.180"]
+    assert lines[sym, "120", "2"] == ["0.420", "-", "0.660", "-", "+0.240"]
+    # CE 0.40 / 0.44 / 0.42; GR 0.60 / 0.62 / 0.66; gains 0.20 / 0.18 / 0.24 (sd of both: 0.0306)
+    assert lines[sym, "120", "mean +- sd"] == ["0.420 +- 0.020 (3)", "-", "0.627 +- 0.031 (3)", "-",
+                                               "+0.207 +- 0.031 (3)"]
+    # digits: only GCE has another seed; seed 0's CE is not shown (not run with other seeds here), nor GCE's gain
+    assert lines["digits, 40% symmetric", "30", "0"] == ["-", "-", "-", "-", "-"]
+    assert lines["digits, 40% symmetric", "30", "1"] == ["-", "0.900", "-", "-", "-"]
+    assert lines["digits, 40% symmetric", "30", "mean +- sd"] == ["-"] * 5
+
+
+def test_budget_sweep_seed_draws_other_labels(tmp_path):
+    "`budget_sweep.py --seed 1` trains the cell with another noise draw, in its own folder, and says which seed."
+    sweep = _sweep_module()
+    runs = {seed: sweep.run_one("digits40", 1, "ce", tmp_path, keep=False, seed=seed) for seed in (0, 1)}
+    assert (tmp_path / "seed1" / "digits40" / "1" / "ce" / "summary.json").is_file()
+    assert (tmp_path / "digits40" / "1" / "ce" / "summary.json").is_file()
+    assert [runs[s]["seed"] for s in (0, 1)] == [0, 1] and "seed" not in runs[1]["flags"]
+    assert sweep.row_key("digits40", 1, "ce", 1) == "digits40/1/ce/seed1" and sweep.row_key("digits40", 1, "ce", 0) \
+        == "digits40/1/ce"
+    t0, t1 = (np.array(runs[s]["label_transition"]) for s in (0, 1))
+    assert t0.sum() == t1.sum() == 1437 and (t0 != t1).any()  # the same training set, 40% of it drawn again
+    assert abs(np.trace(t1) / t1.sum() - 0.6) < 0.01
