@@ -219,3 +219,16 @@ def test_budget_sweep_seed_draws_other_labels(tmp_path):
     t0, t1 = (np.array(runs[s]["label_transition"]) for s in (0, 1))
     assert t0.sum() == t1.sum() == 1437 and (t0 != t1).any()  # the same training set, 40% of it drawn again
     assert abs(np.trace(t1) / t1.sum() - 0.6) < 0.01
+
+
+def test_benchmarks_seeds_table_is_the_raw_results():
+    "BENCHMARKS.md's 'Across seeds' table is what `budget_sweep.py --seeds` prints from the two results files."
+    import json
+
+    results = ROOT / "bench" / "results"
+    generated = _sweep_module().seeds_table(json.loads((results / "budget_sweep.json").read_text())["rows"],
+                                            json.loads((results / "budget_seeds.json").read_text())["rows"])
+    section = (ROOT / "BENCHMARKS.md").read_text().split("### Across seeds")[1]
+    documented = section[section.index("\n| case |") + 1:].split("\n\n")[0]
+    assert documented == generated
+    assert generated.count("\n") >= 11  # two rows of seeds and their means when written
