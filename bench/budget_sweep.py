@@ -191,9 +191,8 @@ def seeds_table(rows: dict, seeded: dict) -> str:
                                                                         int(k.split("/")[1])))
     cols = [c for c in COLUMNS if any(k.split("/")[2] == c for k in seeded)]  # any seeded in any row: one header
     gains = [c for c in cols if c != "ce"] if "ce" in cols else []
-    lines = ["| case | epochs | seed | " + " | ".join(COLUMNS[c][0] for c in cols) + " | " +
-             " | ".join(f"{COLUMNS[c][0]} - CE" for c in gains) + " |",
-             "|---|---|---|" + "---|" * (len(cols) + len(gains))]
+    names = [COLUMNS[c][0] for c in cols] + [f"{COLUMNS[c][0]} - CE" for c in gains]
+    lines = ["| case | epochs | seed | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for ce in cells:
         seeds = sorted({0} | {int(k.rsplit("seed", 1)[1]) for k in seeded if k.startswith(ce + "/")})
         acc = {}
@@ -216,6 +215,16 @@ def seeds_table(rows: dict, seeded: dict) -> str:
         lines.append(f"| {name} | {epochs} | mean +- sd | " +
                      " | ".join(_stat([acc[s, c] for s in seeds], c) for c in shown) + " |")
     return "\n".join(lines)
+
+
+def results_table(rows: dict, main: Path = OUT) -> str:
+    """The table of a results file's rows: `table`, or where they hold other seeds' runs (`CASE/EPOCHS/COLUMN/seedN`:
+    budget_seeds.json, or a file they were merged into) `seeds_table`, seed 0 from `main` and the rows' own."""
+    seeded = {k: v for k, v in rows.items() if k.count("/") == 3}
+    if not seeded:
+        return table(rows)
+    first = json.loads(main.read_text())["rows"] if main.exists() else {}
+    return seeds_table({**first, **{k: v for k, v in rows.items() if k not in seeded}}, seeded)
 
 
 def figure(rows: dict, path: Path, cases: tuple[str, ...] = ("cifar5k_sym40", "c10n_random1")) -> None:
@@ -268,8 +277,7 @@ def main() -> None:
                     "result files (other machines' --out) into --out")
     a = ap.parse_args()
     if a.seeds:
-        seeded = json.loads(SEEDS_OUT.read_text())["rows"] if SEEDS_OUT.exists() else {}
-        print(seeds_table(json.loads(OUT.read_text())["rows"], seeded))
+        print(seeds_table(*(json.loads(f.read_text())["rows"] if f.exists() else {} for f in (OUT, SEEDS_OUT))))
         return
     if a.seed < 0:
         raise SystemExit(f"--seed must be 0 or more, not {a.seed}")
@@ -279,9 +287,9 @@ def main() -> None:
             merge(a.out, json.loads(f.read_text()))
     results = json.loads(a.out.read_text()) if a.out.exists() else {"meta": {}, "rows": {}}
     if a.table or a.figure or a.merge:
-        if a.figure:
-            figure(results["rows"], a.figure)
-        print(table(results["rows"]))
+        if a.figure:  # seed 0's curves: the other seeds' rows are not drawn
+            figure({k: v for k, v in results["rows"].items() if k.count("/") == 2}, a.figure)
+        print(results_table(results["rows"]))
         return
     data = CASES[a.case][1].get("data")
     if data != "digits" and not Path(data, "train").is_dir():
@@ -301,7 +309,7 @@ def main() -> None:
             results = merge(a.out, {"meta": meta, "rows": {key: s}})
             print(a.case, epochs, col, f"seed {a.seed}", cell(s), f"fit given {s['train_accuracy_given']:.3f}",
                   f"{s['seconds'] / 60:.1f} min", flush=True)
-    print(seeds_table(json.loads(OUT.read_text())["rows"], results["rows"]) if a.seed else table(results["rows"]))
+    print(results_table(results["rows"]))
 
 
 if __name__ == "__main__":

@@ -232,3 +232,20 @@ def test_benchmarks_seeds_table_is_the_raw_results():
     documented = section[section.index("\n| case |") + 1:].split("\n\n")[0]
     assert documented == generated
     assert generated.count("\n") >= 11  # two rows of seeds and their means when written
+
+
+def test_results_table_of_a_seeds_file(tmp_path):
+    """`--table`/`--merge` on a file of other seeds' runs prints their seeds table (seed 0 from the main results),
+    not a crash; a file of seed 0's runs alone, the main table."""
+    import json
+
+    sweep = _sweep_module()
+    main = tmp_path / "main.json"
+    main.write_text(json.dumps({"rows": {"digits40/30/ce": {"test_accuracy_final": 0.70}}}))
+    seeded = {"digits40/30/ce/seed1": {"test_accuracy_final": 0.74}}
+    lines = sweep.results_table(seeded, main).splitlines()
+    assert lines[0] == "| case | epochs | seed | CE |"  # no gain columns without a second column
+    assert [line.split("|")[3:5] for line in lines[2:]] == [[" 0 ", " 0.700 "], [" 1 ", " 0.740 "],
+                                                            [" mean +- sd ", " 0.720 +- 0.028 (2) "]]
+    first = {"digits40/30/ce": {"test_accuracy_final": 0.70, "test_accuracy_best": 0.71}}
+    assert sweep.results_table(first, main) == sweep.table(first)
