@@ -6,6 +6,9 @@
 #     bash bench/gpu_session.sh graphs RESULTS_DIR     # fastgr's learner under CUDA graphs: speed and gradients
 #     COMPILE=reduce-overhead bash bench/gpu_session.sh table3 RESULTS_DIR   # Table 3, r = 0.4, both protocols
 #     COMPILE=reduce-overhead WARMUP=0.5 bash bench/gpu_session.sh table3 RESULTS_DIR   # GR rows with the warm-up
+#     COMPILE=reduce-overhead STAGE=gr bash bench/gpu_session.sh correct RESULTS_DIR   # GR + correction (warm-up),
+#     COMPILE=reduce-overhead STAGE=correct bash bench/gpu_session.sh correct RESULTS_DIR   # both protocols
+#     COMPILE=reduce-overhead NOISE=0.8 bash bench/gpu_session.sh rows RESULTS_DIR   # Table 3's other rows
 #     bash bench/gpu_session.sh streamed RESULTS_DIR   # the streamed path (files) against hand loops
 #     bash bench/gpu_session.sh sweep RESULTS_DIR      # budget_sweep's 120-epoch CIFAR rows, every column
 #     bash bench/gpu_session.sh issues RESULTS_DIR     # label_issues' CIFAR cases: every part (no cleanlab here)
@@ -16,13 +19,17 @@
 # score the issues parts with `uv run --group bench python bench/label_issues.py --case C --keep DIR/issues --collect`.
 # Table 3 runs 4 processes at once, which share the GPU (eager ResNet-56 at batch 128 keeps an H100 ~20% busy,
 # BENCHMARKS.md "GPU: one H100"); their wall times are those of a shared device, upper bounds of a run alone.
-# Start it with `setsid` so that it outlives a device command, and keep the machine held while it runs; install
+# Keep each device command's runs inside that command: a machine left idle 30 s goes back, and runs started
+# with `setsid` to outlive a command were lost so between two commands on 2026-11-24. Where a chain needs two
+# commands, return what the second needs (GR's probabilities) through $OUT and carry it back. Install
 # fastai's wheels outside the checkout (`pip install --target /tmp/site`): a later device command replaces the
 # checkout, and a stage still running then fails to import what was installed in it (2026-11-23's corrections).
 set -u
 what=$1 dir=$2
 mkdir -p "$dir"
 py=${PYTHON:-python3}
+t3() { name=$1; shift; $py bench/reproduce_table3.py --data .data/cifar10 --device cuda --out "$dir/$name.json" \
+       ${COMPILE:+--compile $COMPILE} "$@" > "$dir/$name.log" 2>&1; }
 case $what in
 timings)
   nvidia-smi > "$dir/nvidia-smi.txt" 2>&1
@@ -40,8 +47,6 @@ graphs)
       > "$dir/compile_graphs.log" 2>&1
   ;;
 table3)
-  t3() { name=$1; shift; $py bench/reproduce_table3.py --data .data/cifar10 --device cuda --out "$dir/$name.json" \
-         ${COMPILE:+--compile $COMPILE} "$@" > "$dir/$name.log" 2>&1; }
   w=${WARMUP:+_warm}  # GR's rows with fastgr's warm-up: CE is the same run, trained once
   for p in released text; do
     [ -n "$w" ] || t3 ${p}_ce --protocol $p --rows ce &
@@ -53,8 +58,29 @@ table3)
     $py bench/reproduce_table3.py --merge "$dir"/${p}_*.json --out "$dir/table3_$p.json"
   done > "$dir/table3.md" 2>&1
   ;;
+correct)
+  # GR with fastgr's warm-up writes its training-set probabilities, then relabel + retrain, both protocols side by
+  # side (the paper's GR without the warm-up collapses: BENCHMARKS.md "GPU: one H100"). The released chain is two
+  # 30k-iteration runs, ~15 minutes shared: more than one device command. Run STAGE=gr, bring DIR/*_probs_warm.pt
+  # back through $OUT, carry it to the next command and run STAGE=correct there (the 2026-11-24 runs).
+  rows="gr correct"; [ -n "${STAGE:-}" ] && rows=$STAGE
+  for p in released text; do
+    t3 ${p}_${STAGE:-gr_correct}_warm --protocol $p --rows $rows --warmup 0.5 --probs "$dir/${p}_probs_warm.pt" &
+  done
+  wait
+  ;;
+rows)
+  # the other rows of Table 3 under the released solver, CE and GR (the paper's lam / beta for the row) with the
+  # warm-up; NOISE="0.8" by default, two processes per rate (~8 minutes for one rate)
+  for r in ${NOISE:-0.8}; do
+    t3 released_r${r}_ce --protocol released --noise $r --rows ce &
+    t3 released_r${r}_gr_warm --protocol released --noise $r --rows gr --warmup 0.5 &
+  done
+  wait
+  ;;
 streamed)
-  $py bench/pipeline_speed.py --data .data/cifar10 --device cuda --steps 50 --reps 3 \
+  # timeout: on 2026-11-24 the process wrote its results, then did not exit (not seen on a CPU)
+  timeout 300 $py bench/pipeline_speed.py --data .data/cifar10 --device cuda --steps 50 --reps 3 \
       --modes loop loop-streamed fastgr-gr fastgr-gr-streamed --out "$dir/pipeline_streamed.json" \
       > "$dir/pipeline_streamed.log" 2>&1
   ;;
