@@ -10,6 +10,8 @@ On one GPU the rows can run as separate processes side by side (they share the d
 each with its own `--out`; `--merge A.json B.json ... --out T.json` joins their rows into one table.
 `--noise R` runs another row of Table 3 with the paper's lam and beta for R (`fastgr.presets.PAPER_SETTINGS`);
 `--warmup W` gives GR's rows fastgr's warm-up (the paper has none), named apart in the table.
+`--thresholds T... --probs P` trains nothing: what `relabel` would change at each confidence threshold, from a GR
+run's saved probabilities and the protocol's noise draw (precision, recall, the noise left).
 
 Two protocols, both 40% symmetric noise, SGD momentum 0.9 with L2 weight decay, batch 128, pad-4 crop + flip,
 lr 0.1 stepped down by 10x:
@@ -151,6 +153,22 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def threshold_rows(probs, given, true, thresholds) -> list[dict]:
+    "`correction_report` of `relabel(probs, given, t)` for each threshold t: what a confidence threshold would buy."
+    from fastgr.correction import correction_report, relabel
+
+    pred = torch.as_tensor(probs).argmax(1).numpy()
+    return [{"threshold": t, **correction_report(given, relabel(probs, given, t), true, pred)} for t in thresholds]
+
+
+def print_thresholds(rows: list[dict], log) -> None:
+    log("| threshold | relabelled | precision | recall | noise left | intact labels made wrong |\n"
+        "|---|---|---|---|---|---|")
+    for r in rows:
+        log(f"| {r['threshold']:g} | {r['relabelled_fraction']:.3f} | {r['correction_precision']:.3f} | "
+            f"{r['correction_recall']:.3f} | {r['noise_rate_after']:.3f} | {r['broken']:,} |")
+
+
 def print_table(result: dict, log) -> None:
     log("| run | final (best) | paper | fit of corrupted / intact labels | minutes |\n|---|---|---|---|---|")
     for k, v in result["rows"].items():
@@ -179,6 +197,9 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, default=None, metavar="PNG",
                     help="plot the merged results given as --results (one panel each) into PNG; trains nothing")
     ap.add_argument("--results", type=Path, nargs="+", default=None)
+    ap.add_argument("--thresholds", type=float, nargs="+", default=None,
+                    help="with --probs P of a finished GR run: relabel's effect at each confidence threshold; trains "
+                         "nothing")
     a = ap.parse_args()
     log = partial(print, flush=True)
     if a.figure:
@@ -191,6 +212,10 @@ def main() -> None:
             raise SystemExit("error: --merge needs --out")
         print_table(merge(a.merge, a.out), log)
         return
+    if a.thresholds and (a.probs is None or not a.probs.is_file()):
+        raise SystemExit("error: --thresholds needs --probs of a finished GR run")
+    if a.thresholds and not all(0 <= t <= 1 for t in a.thresholds):
+        raise SystemExit("error: --thresholds are confidences in [0, 1]")
     if "correct" in a.rows and "gr" not in a.rows and (a.probs is None or not a.probs.is_file()):
         raise SystemExit("error: --rows correct without gr needs --probs of a finished GR run")
 
@@ -214,6 +239,17 @@ def main() -> None:
     log(f"protocol: {protocol['source']}{' [scaled to 1%: not the paper schedule]' if a.small else ''}")
     log(f"{data.name}: {len(data.train_y)} training images ({a.noise:.0%} symmetric noise), {len(data.valid_y)} "
         f"test; {arch}, {iters} iterations, drops at {drops}, wd {protocol['wd']:g}, {device}")
+    if a.thresholds:
+        probs = torch.load(a.probs)
+        if tuple(probs.shape) != (len(noisy.given), data.n_classes):
+            raise SystemExit(f"error: --probs holds {tuple(probs.shape)} probabilities for {len(noisy.given)} "
+                             f"training images of {data.n_classes} classes")
+        rows = threshold_rows(probs, noisy.given, noisy.true, a.thresholds)
+        if a.out:
+            write_text(a.out, json.dumps({"protocol": a.protocol, "noise": a.noise, "probs": str(a.probs),
+                                          "rows": rows}, indent=1) + "\n")
+        print_thresholds(rows, log)
+        return
     common = dict(arch=arch, device=device, iters=iters, drops=drops, wd=protocol["wd"], log=log,
                   compile_mode=a.compile, warmup=a.warmup)
     rows, report = {}, None

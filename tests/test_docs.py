@@ -176,6 +176,20 @@ def test_table3_gpu_figures_are_the_raw_results():
         assert cells[6].split(" ")[0] == warm and cells[7] == warm, row  # the defaults' setting is --preset's at 40%
 
 
+def test_threshold_table_is_the_raw_results():
+    "BENCHMARKS.md's correction thresholds on the H100 are `reproduce_table3.py --thresholds` output of its JSON."
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("reproduce_table3", ROOT / "bench" / "reproduce_table3.py")
+    table3 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table3)
+    rows = json.loads((ROOT / "bench" / "results" / "table3_gpu_thresholds_released.json").read_text())["rows"]
+    lines = []
+    table3.print_thresholds(rows, lines.append)
+    assert len(rows) == 6 and "\n".join(lines) + "\n" in (ROOT / "BENCHMARKS.md").read_text()
+
+
 def test_seeds_table_pairs_each_seed_with_its_ce_run():
     """`budget_sweep.py --seeds`: seed 0 from the main results (GR defaults from whichever column trained them),
     each column's gain over CE on the same seed, mean +- sample sd over the seeds run; a column seeded elsewhere
