@@ -9,6 +9,7 @@
 #     COMPILE=reduce-overhead STAGE=gr bash bench/gpu_session.sh correct RESULTS_DIR   # GR + correction (warm-up),
 #     COMPILE=reduce-overhead STAGE=correct bash bench/gpu_session.sh correct RESULTS_DIR   # both protocols
 #     COMPILE=reduce-overhead NOISE=0.8 bash bench/gpu_session.sh rows RESULTS_DIR   # Table 3's other rows
+#     COMPILE=reduce-overhead bash bench/gpu_session.sh balanced RESULTS_DIR   # CE, class-balanced batches of 256
 #     bash bench/gpu_session.sh streamed RESULTS_DIR   # the streamed path (files) against hand loops
 #     bash bench/gpu_session.sh sweep RESULTS_DIR      # budget_sweep's 120-epoch CIFAR rows, every column
 #     bash bench/gpu_session.sh issues RESULTS_DIR     # label_issues' CIFAR cases: every part (no cleanlab here)
@@ -63,8 +64,9 @@ correct)
   # side (the paper's GR without the warm-up collapses: BENCHMARKS.md "GPU: one H100"). The released chain is two
   # 30k-iteration runs, ~15 minutes shared: more than one device command. Run STAGE=gr, bring DIR/*_probs_warm.pt
   # back through $OUT, carry it to the next command and run STAGE=correct there (the 2026-11-24 runs).
+  # PROTOCOLS="released" for one (the text protocol's correction finished on 2026-11-24, the released one did not)
   rows="gr correct"; [ -n "${STAGE:-}" ] && rows=$STAGE
-  for p in released text; do
+  for p in ${PROTOCOLS:-released text}; do
     t3 ${p}_${STAGE:-gr_correct}_warm --protocol $p --rows $rows --warmup 0.5 --probs "$dir/${p}_probs_warm.pt" &
   done
   wait
@@ -77,6 +79,11 @@ rows)
     t3 released_r${r}_gr_warm --protocol released --noise $r --rows gr --warmup 0.5 &
   done
   wait
+  ;;
+balanced)
+  # CE with the released solver's batches, 256 drawn class-balanced over the noisy labels: does CE memorise as the
+  # paper's did (0.609)? 30k iterations of 256, twice the images of a batch-128 run: time not yet measured
+  t3 released_ce_balanced256 --protocol released --rows ce --bs 256 --balanced
   ;;
 streamed)
   # timeout: on 2026-11-24 the process wrote its results, then did not exit (not seen on a CPU)

@@ -10,6 +10,8 @@ On one GPU the rows can run as separate processes side by side (they share the d
 each with its own `--out`; `--merge A.json B.json ... --out T.json` joins their rows into one table.
 `--noise R` runs another row of Table 3 with the paper's lam and beta for R (`fastgr.presets.PAPER_SETTINGS`);
 `--warmup W` gives GR's rows fastgr's warm-up (the paper has none), named apart in the table.
+`--bs 256 --balanced` draws batches as the released solver does (256, class-balanced over the noisy labels:
+`fastgr.loader.balanced_order`) instead of the issue's 128 at random; its rows are named apart.
 `--thresholds T... --probs P` trains nothing: what `relabel` would change at each confidence threshold, from a GR
 run's saved probabilities and the protocol's noise draw (precision, recall, the noise left).
 
@@ -45,9 +47,13 @@ PROTOCOLS = {
 }
 
 
-def row_name(key: str, warmup: float) -> str:
-    "A row's name in the table: GR's rows with fastgr's warm-up (not the paper's setting) say so."
-    return ROWS[key] if key == "ce" or not warmup else f"{ROWS[key]} (warm-up {warmup:g})"
+def row_name(key: str, warmup: float, bs: int = 128, balanced: bool = False) -> str:
+    """A row's name in the table: GR's rows with fastgr's warm-up (not the paper's setting) say so, and so does a
+    row whose batches are not the issue's 128 drawn at random."""
+    notes = [f"warm-up {warmup:g}"] if key != "ce" and warmup else []
+    if balanced or bs != 128:
+        notes.append(f"{'class-balanced ' if balanced else 'batch '}{bs}")
+    return f"{ROWS[key]} ({', '.join(notes)})" if notes else ROWS[key]
 
 
 def paper_row(name: str) -> str:
@@ -66,7 +72,7 @@ def step_schedule(total: int, drops: tuple[int, ...], lr: float):
 
 
 def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: float, log,
-        compile_mode: str | None = None, warmup: float = 0.0) -> dict:
+        compile_mode: str | None = None, warmup: float = 0.0, bs: int = 128, balanced: bool = False) -> dict:
     from fastai.callback.core import Callback
     from fastai.callback.schedule import ParamScheduler
 
@@ -83,7 +89,8 @@ def run(data, given, true, arch: str, lam_beta, device, iters: int, drops, wd: f
 
     torch.manual_seed(0)
     cuda = device.type == "cuda"
-    dls = make_dataloaders(data, given, bs=128, device=device, seed=0, augment="crop+flip", channels_last=cuda)
+    dls = make_dataloaders(data, given, bs=bs, device=device, seed=0, augment="crop+flip", channels_last=cuda,
+                           balanced=balanced)
     gr = dict(loss="gr", lam=lam_beta[0], beta=lam_beta[1], warmup=warmup) if lam_beta else dict(loss="ce")
     # compile_mode: fastgr's eager step is bound by kernel launches on a GPU (BENCHMARKS.md, "GPU: one H100")
     learn = gr_learner(dls, arch, **gr, wd=wd, amp=cuda, true_labels=true, compile=compile_mode)
@@ -190,6 +197,9 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--compile", default=None, metavar="MODE",
                     help="torch.compile the model: default, reduce-overhead (CUDA graphs), max-autotune")
+    ap.add_argument("--bs", type=int, default=128, help="batch size (the released solver's is 256)")
+    ap.add_argument("--balanced", action="store_true",
+                    help="class-balanced batches of the noisy labels, as the released solver draws them")
     ap.add_argument("--warmup", type=float, default=0.0,
                     help="GR's warm-up (fraction of training at plain CE), fastgr's; the paper has none (0)")
     ap.add_argument("--out", type=Path, default=None)
@@ -212,6 +222,8 @@ def main() -> None:
             raise SystemExit("error: --merge needs --out")
         print_table(merge(a.merge, a.out), log)
         return
+    if a.bs < 1:
+        raise SystemExit(f"error: --bs must be at least 1, got {a.bs}")
     if a.thresholds and (a.probs is None or not a.probs.is_file()):
         raise SystemExit("error: --thresholds needs --probs of a finished GR run")
     if a.thresholds and not all(0 <= t <= 1 for t in a.thresholds):
@@ -238,7 +250,8 @@ def main() -> None:
     noisy = symmetric_noise(data.train_y.numpy(), a.noise, data.n_classes, seed=0)
     log(f"protocol: {protocol['source']}{' [scaled to 1%: not the paper schedule]' if a.small else ''}")
     log(f"{data.name}: {len(data.train_y)} training images ({a.noise:.0%} symmetric noise), {len(data.valid_y)} "
-        f"test; {arch}, {iters} iterations, drops at {drops}, wd {protocol['wd']:g}, {device}")
+        f"test; {arch}, {iters} iterations of {a.bs}{' class-balanced' if a.balanced else ''}, drops at {drops}, "
+        f"wd {protocol['wd']:g}, {device}")
     if a.thresholds:
         probs = torch.load(a.probs)
         if tuple(probs.shape) != (len(noisy.given), data.n_classes):
@@ -250,32 +263,34 @@ def main() -> None:
                                           "rows": rows}, indent=1) + "\n")
         print_thresholds(rows, log)
         return
-    common = dict(arch=arch, device=device, iters=iters, drops=drops, wd=protocol["wd"], log=log,
-                  compile_mode=a.compile, warmup=a.warmup)
+    common = dict(arch=arch, device=device, iters=iters, drops=drops, wd=protocol["wd"], log=log, bs=a.bs,
+                  balanced=a.balanced, compile_mode=a.compile, warmup=a.warmup)
     rows, report = {}, None
+    name = partial(row_name, warmup=a.warmup, bs=a.bs, balanced=a.balanced)
     if "ce" in a.rows:
         log("CE")
-        rows["CE"] = run(data, noisy.given, noisy.true, lam_beta=None, **common)
+        rows[name("ce")] = run(data, noisy.given, noisy.true, lam_beta=None, **common)
     if "gr" in a.rows:
         warm = f"fastgr's warm-up {a.warmup:g}" if a.warmup else "no warm-up"
         log(f"GR, lam {lam_beta[0]:g}, beta {lam_beta[1]:g} ({setting.source}; {warm})")
-        rows[row_name("gr", a.warmup)] = run(data, noisy.given, noisy.true, lam_beta=lam_beta, **common)
+        rows[name("gr")] = run(data, noisy.given, noisy.true, lam_beta=lam_beta, **common)
         if a.probs is not None:
             a.probs.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(rows[row_name("gr", a.warmup)]["probs"], a.probs)
+            torch.save(rows[name("gr")]["probs"], a.probs)
     if "correct" in a.rows:
-        gr_row = row_name("gr", a.warmup)
+        gr_row = name("gr")
         probs = rows[gr_row]["probs"] if gr_row in rows else torch.load(a.probs)
         corrected = relabel(probs, noisy.given)
         report = correction_report(noisy.given, corrected, noisy.true, probs.argmax(1).numpy())
         log(f"correction: relabelled {report['relabelled_fraction']:.3f}, precision "
             f"{report['correction_precision']:.3f}, recall {report['correction_recall']:.3f}; retraining")
-        rows[row_name("correct", a.warmup)] = run(data, corrected, noisy.true, lam_beta=lam_beta, **common)
+        rows[name("correct")] = run(data, corrected, noisy.true, lam_beta=lam_beta, **common)
     paper = PAPER if a.noise == 0.4 else {}
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "protocol": a.protocol, "protocol_source": protocol["source"], "paper_schedule": not a.small,
               "noise": a.noise, "lam": lam_beta[0], "beta": lam_beta[1], "compile": a.compile,
-              "iterations": iters, "drops": drops, "wd": protocol["wd"], "arch": arch, "data": str(a.data),
+              "iterations": iters, "bs": a.bs, "balanced": a.balanced, "drops": drops, "wd": protocol["wd"],
+              "arch": arch, "data": str(a.data),
               "versions": versions(), "correction": report,
               "rows": {k: {**{m: v for m, v in r.items() if m != "probs"}, "paper": paper.get(paper_row(k))}
                        for k, r in rows.items()}}

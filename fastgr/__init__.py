@@ -28,7 +28,7 @@ _EXPORTS = {
     "dynamics": ["TrainingDynamics", "label_margin"],
     "presets": ["paper_setting", "default_setting"],
     "data": ["ImageData", "load_data"],
-    "loader": ["ImageTensors", "TensorDL", "make_dataloaders"],
+    "loader": ["ImageTensors", "TensorDL", "balanced_order", "make_dataloaders"],
     "models": ["create_model", "list_backbones"],
     "learner": ["gr_learner", "predict_probs"],
     "config": ["TrainConfig", "RunSettings"],

@@ -28,7 +28,7 @@ from .config import AUGMENTS
 from .ranks import rank
 
 __all__ = ["AUGMENTS", "ImageTensors", "PadCropFlip", "NormalizeBytes", "ClassNames", "TensorDL", "augment_batch",
-           "make_dataloaders"]
+           "balanced_order", "make_dataloaders"]
 
 
 def augment_batch(
@@ -52,6 +52,30 @@ def augment_batch(
         m = torch.rand(B, device=dev, generator=generator) < 0.5
         x = torch.where(m[:, None, None, None], x.flip(3), x)
     return x
+
+
+def balanced_order(
+    labels: Tensor,  # (N,) int64 class of each example, on the CPU (the labels trained on: noisy ones)
+    generator: torch.Generator,  # CPU generator: the order's randomness
+) -> Tensor:  # (N,) int64 dataset indices
+    """A class-balanced epoch: every C consecutive indices hold one example of each of the C classes present, in a
+    random order, so a batch of B holds each class B/C times (+-1) — the sampling of the paper's released solver
+    (DESIGN.md). Each class's examples come in a random order, started again (re-drawn) when a rare class runs out;
+    a common class's surplus waits for a later epoch. N draws in all: an epoch as long as a shuffled one."""
+    classes = torch.unique(labels)
+    n, c = len(labels), len(classes)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    blocks = -(-n // c)
+    slots = torch.rand(blocks, c, generator=generator).argsort(1).flatten()[:n]  # class positions, one per block
+    order = torch.empty(n, dtype=torch.long)
+    for k, cls in enumerate(classes):
+        members = (labels == cls).nonzero().flatten()
+        where = (slots == k).nonzero().flatten()
+        rounds = -(-len(where) // len(members))
+        draws = torch.cat([members[torch.randperm(len(members), generator=generator)] for _ in range(rounds)])
+        order[where] = draws[: len(where)]
+    return order
 
 
 class ImageTensors(TensorDataset):
@@ -176,6 +200,7 @@ class TensorDL(TfmdDL):
         std: Sequence[float] = (0.25,),  # per-channel standard deviation, [0, 1] units
         seed: int = 0,  # seed of shuffling and augmentation
         channels_last: bool = False,  # hand out channels-last batches (faster convolutions on GPUs)
+        balanced: bool = False,  # with shuffle: class-balanced batches of the labels (`balanced_order`)
         vocab: Sequence[str] | None = None,  # class names in label order: `dls.vocab`, decoded predictions
         device: torch.device | str | None = None,  # where the data lives and batches are made
         num_workers: int = 0,  # must be 0: the data is already in memory, there is nothing for workers to do
@@ -190,7 +215,8 @@ class TensorDL(TfmdDL):
             raise ValueError("TensorDL batches in memory on its device: it takes no workers (num_workers=0)")
         if not isinstance(dataset, ImageTensors):
             raise TypeError(f"TensorDL needs an ImageTensors dataset, got {type(dataset).__name__}")
-        self.augment, self.seed, self.channels_last = augment, seed, channels_last
+        self.augment, self.seed, self.channels_last, self.balanced = augment, seed, channels_last, balanced
+        self._labels = dataset.y.cpu() if balanced else None  # the order is drawn on the CPU: no copy per epoch
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
         if vocab is None:  # the labels' own numbers
             vocab = [str(c) for c in range(int(dataset.y.max()) + 1)] if len(dataset) else []
@@ -208,7 +234,8 @@ class TensorDL(TfmdDL):
             self.batch_idx = None
 
     # the settings `new` carries over
-    _settings = ("bs", "shuffle", "drop_last", "augment", "mean", "std", "seed", "channels_last", "vocab", "device")
+    _settings = ("bs", "shuffle", "drop_last", "augment", "mean", "std", "seed", "channels_last", "balanced", "vocab",
+                 "device")
 
     @property
     def x(self) -> Tensor:
@@ -245,7 +272,10 @@ class TensorDL(TfmdDL):
         "The coming pass's order: a function of `(seed, epoch)`, the same however often it is asked."
         if not self.shuffle:
             return torch.arange(self.n)
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self._epoch_seed()))
+        generator = torch.Generator().manual_seed(self._epoch_seed())
+        if self.balanced:
+            return balanced_order(self._labels, generator)
+        return torch.randperm(self.n, generator=generator)
 
     def sample(self):
         return ()  # fastai's item-by-item walk through `get_idxs`; `create_batches` slices it whole instead
@@ -317,11 +347,14 @@ def make_dataloaders(
     channels_last: bool = False,  # channels-last batches (GPU)
     stats: tuple[Sequence[float], Sequence[float]] | None = None,  # per-channel (mean, std) in [0, 1] units to
     # normalise with (a pretrained model's); the data's own if None
+    balanced: bool = False,  # class-balanced training batches of `train_y` (`balanced_order`); in-memory data only
 ) -> DataLoaders:
     "fastai `DataLoaders` of a training `TensorDL` (shuffled, augmented) and a held-out one (neither)."
     y = data.train_y if train_y is None else torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     mean, std = stats if stats is not None else data.channel_stats()
     if not data.in_memory:  # files streamed from disk (`fastgr.stream`)
+        if balanced:
+            raise ValueError("class-balanced batches need the data in memory (--in-memory yes)")
         from .stream import StreamDL, default_workers
 
         common = dict(vocab=data.classes, size=data.img_size, channels=data.channels, mean=mean, std=std,
@@ -332,6 +365,6 @@ def make_dataloaders(
         return DataLoaders(train, valid, device=device)
     common = dict(mean=mean, std=std, device=device, seed=seed, channels_last=channels_last, vocab=data.classes)
     train = TensorDL(ImageTensors(data.train_x, y), bs, shuffle=True, drop_last=len(y) > bs,
-                     augment=augment or data.augment, **common)
+                     augment=augment or data.augment, balanced=balanced, **common)
     valid = TensorDL(ImageTensors(data.valid_x, data.valid_y), max(bs, 256), **common)
     return DataLoaders(train, valid, device=device)

@@ -79,3 +79,47 @@ def test_images_are_resized_and_converted_like_the_data(folder_dls):
     assert x.shape == (1, 3, 8, 8) and int(x.min()) == int(x.max()) == 200
     with pytest.raises(ValueError, match="uint8"):
         ImageTensors(torch.zeros(2, 3, 4, 4), torch.zeros(2))
+
+
+def test_balanced_order_puts_every_class_in_every_block():
+    "Each C consecutive indices hold each class once; a rare class repeats, a common one is cut; seeded."
+    from fastgr.loader import balanced_order
+
+    labels = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2])  # 2, 6 and 4 examples of 3 classes
+    order = balanced_order(labels, torch.Generator().manual_seed(0))
+    assert order.shape == (12,)
+    blocks = labels[order].view(4, 3)
+    assert (blocks.sort(1).values == torch.tensor([0, 1, 2])).all()  # one of each class in every block
+    counts = torch.bincount(order, minlength=12)
+    assert counts[:2].tolist() == [2, 2]  # class 0's two examples drawn twice each for its 4 slots
+    assert counts[2:8].sum() == 4 and counts[2:8].max() == 1  # 4 of class 1's 6, none twice
+    assert counts[8:].tolist() == [1, 1, 1, 1]  # class 2 exactly once each
+    assert torch.equal(order, balanced_order(labels, torch.Generator().manual_seed(0)))
+    assert not torch.equal(order, balanced_order(labels, torch.Generator().manual_seed(1)))
+    labels = torch.tensor([3, 3, 7, 7, 7])  # classes present, not 0..C-1; N not a multiple of C
+    assert labels[balanced_order(labels, torch.Generator().manual_seed(0))][:4].sort().values.tolist() == [3, 3, 7, 7]
+
+
+def test_balanced_loader_batches_hold_each_class_equally():
+    """`TensorDL(balanced=True)`: batches of 4 from 2 classes (1 of class 0, 7 of class 1) hold 2 of each; an
+    epoch's order depends on (seed, epoch) only; without shuffle the order is the data's own."""
+    y = torch.tensor([0, 1, 1, 1, 1, 1, 1, 1])
+    data = ImageTensors(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), y)
+    dl = TensorDL(data, bs=4, shuffle=True, balanced=True, seed=3)
+    first = [yb.tolist() for _, yb in dl]
+    assert [sorted(b) for b in first] == [[0, 0, 1, 1], [0, 0, 1, 1]]
+    again = TensorDL(data, bs=4, shuffle=True, balanced=True, seed=3)
+    assert [yb.tolist() for _, yb in again] == first
+    assert TensorDL(data, bs=4, balanced=True).get_idxs().tolist() == list(range(8))
+    assert dl.new(shuffle=False).balanced  # fastai's copies keep the setting
+
+
+def test_make_dataloaders_balances_in_memory_data_only(image_folder):
+    "`make_dataloaders(balanced=True)`: the training loader draws balanced batches; streamed files are refused."
+    import fastgr
+
+    dls = make_dataloaders(load_data(image_folder, img_size=8), bs=2, balanced=True)
+    assert dls.train.balanced and not dls.valid.balanced
+    assert fastgr.balanced_order is fastgr.loader.balanced_order
+    with pytest.raises(ValueError, match="class-balanced batches need the data in memory"):
+        make_dataloaders(load_data(image_folder, img_size=8, in_memory="no"), bs=2, balanced=True)

@@ -44,3 +44,15 @@ def test_thresholds_need_probabilities_and_confidences(tmp_path):
     out = subprocess.run([*run, "--thresholds", "1.5", "--probs", str(probs)], capture_output=True, text=True,
                          cwd=tmp_path)
     assert out.returncode != 0 and out.stderr.strip() == "error: --thresholds are confidences in [0, 1]"
+    out = subprocess.run([*run, "--bs", "0"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode != 0 and out.stderr.strip() == "error: --bs must be at least 1, got 0"
+
+
+def test_row_names_say_how_batches_were_drawn(table3):
+    """The issue's batches (128 at random) keep the plain names; the released solver's are named apart, and still
+    stand beside the paper's row of the same method."""
+    assert table3.row_name("ce", 0.5) == "CE" and table3.row_name("gr", 0.5) == "GR (warm-up 0.5)"
+    assert table3.row_name("ce", 0.5, 256, True) == "CE (class-balanced 256)"
+    assert table3.row_name("gr", 0.5, 256, True) == "GR (warm-up 0.5, class-balanced 256)"
+    assert table3.row_name("correct", 0, 64) == "GR + correction (batch 64)"
+    assert table3.paper_row(table3.row_name("gr", 0.5, 256, True)) == "GR"
