@@ -98,6 +98,8 @@ def test_balanced_order_puts_every_class_in_every_block():
     assert not torch.equal(order, balanced_order(labels, torch.Generator().manual_seed(1)))
     labels = torch.tensor([3, 3, 7, 7, 7])  # classes present, not 0..C-1; N not a multiple of C
     assert labels[balanced_order(labels, torch.Generator().manual_seed(0))][:4].sort().values.tolist() == [3, 3, 7, 7]
+    labels = torch.tensor([0, 1, 2, 2])  # fewer slots in the last block than classes
+    assert sorted(labels[balanced_order(labels, torch.Generator().manual_seed(0))][:3].tolist()) == [0, 1, 2]
 
 
 def test_balanced_loader_batches_hold_each_class_equally():
