@@ -121,6 +121,9 @@ Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (o
 Lr = Annotated[float, typer.Option("--lr", min=0, callback=finite,
                                    help="Peak learning rate of SGD (momentum 0.9): a finite number > 0.")]
 Bs = Annotated[int, typer.Option("--bs", min=1, help="Batch size.")]
+Balanced = Annotated[bool, typer.Option(
+    "--balanced", help="Class-balanced training batches of the (noisy) labels: each class bs/C times a batch, as the "
+                       "paper's released solver samples. Data in memory only.")]
 Wd = Annotated[float, typer.Option("--wd", min=0, callback=finite, help="L2 weight decay.")]
 ImgSize = Annotated[int, typer.Option(
     "--img-size", min=4, show_default=False,

@@ -48,6 +48,7 @@ class TrainConfig:
     epochs: int = 30  # training epochs (one-cycle schedule); when fine-tuning, those after unfreezing
     lr: float = 0.1  # peak learning rate of SGD (momentum 0.9)
     bs: int = 128  # batch size
+    balanced: bool = False  # class-balanced training batches of the labels trained on (`balanced_order`); in memory
     wd: float = 5e-4  # L2 weight decay
     img_size: int | None = None  # image side; digits 16, CIFAR 32, folders: the first image's size
     augment: str | None = None  # crop+flip, crop or none; digits none, others crop+flip

@@ -18,6 +18,7 @@ from typing import Any
 from .config import RunSettings, TrainConfig, gr_setting, resolve_device, resolve_settings, versions
 from .correction import correction_report, relabel
 from .data import NO_CLASS, ImageData, load_data
+from .loader import check_balanced
 from .models import check_arch, check_model
 from .noise import NoisyLabels, save_labels, training_labels
 from .prediction import predict_with_learner
@@ -56,6 +57,7 @@ def train_run(
     device = resolve_device(cfg.device)
     check_arch(cfg.arch, cfg.pretrained and cfg.weights is None)
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    check_balanced(cfg.balanced, data)
     check_model(cfg.arch, data.n_classes, data.channels, cfg.pretrained, cfg.weights)
     noisy, truth_known = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
     rate = noisy.realised_rate if truth_known else None

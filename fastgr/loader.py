@@ -340,6 +340,13 @@ class TensorDL(TfmdDL):
         return ImageTensors(x, torch.zeros(len(x), dtype=torch.long))
 
 
+def check_balanced(balanced: bool, data) -> None:
+    "Class-balanced batches are drawn by `TensorDL` alone: streamed data is refused before anything is written."
+    if balanced and not data.in_memory:
+        raise ValueError("class-balanced batches (--balanced) need the data in memory; these images are streamed "
+                         "(--in-memory yes forces memory)")
+
+
 def make_dataloaders(
     data,  # the decoded images (`fastgr.data.ImageData`)
     train_y: Tensor | np.ndarray | None = None,  # (N,) labels to train on (noisy ones); data.train_y if None
@@ -355,9 +362,8 @@ def make_dataloaders(
     "fastai `DataLoaders` of a training `TensorDL` (shuffled, augmented) and a held-out one (neither)."
     y = data.train_y if train_y is None else torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     mean, std = stats if stats is not None else data.channel_stats()
+    check_balanced(balanced, data)
     if not data.in_memory:  # files streamed from disk (`fastgr.stream`)
-        if balanced:
-            raise ValueError("class-balanced batches need the data in memory (load_data(..., in_memory='yes'))")
         from .stream import StreamDL, default_workers
 
         common = dict(vocab=data.classes, size=data.img_size, channels=data.channels, mean=mean, std=std,

@@ -185,7 +185,7 @@ def train_phase(
     # pretrained weights expect the inputs normalised as they were trained (what `vision_learner` adds)
     stats = model_stats(cfg.arch) if cfg.finetune and data.channels == 3 else None
     dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, resolved.augment,
-                           channels_last=device.type == "cuda", stats=stats)
+                           channels_last=device.type == "cuda", stats=stats, balanced=cfg.balanced)
     log = RunLog(folder, reporter)
     gr = dict(loss="gr", lam=resolved.lam, beta=resolved.beta, warmup=resolved.warmup,
               warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss=cfg.loss, mixup=cfg.mixup)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import RunSettings, TrainConfig, resolve_device
 from .data import ImageData, load_data, stratified_split
+from .loader import check_balanced
 from .models import check_arch, check_model
 from .noise import NoisyLabels, training_labels
 from .presets import DEFAULT_WARMUP, TUNE_GRID
@@ -164,6 +165,7 @@ def tune_run(
     if folder is not None:
         folder.check(overwrite, resume=False)
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
+    check_balanced(cfg.balanced, data)
     check_model(cfg.arch, data.n_classes, data.channels, cfg.pretrained, cfg.weights)
     noisy, truth_known = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
     if folder is None:

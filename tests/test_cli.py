@@ -318,6 +318,20 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     assert json.loads((out / "config.json").read_text())["data"]["n_train"] == 48
 
 
+def test_balanced_batches_are_kept_and_refused_for_streamed_files(tmp_path, image_folder):
+    "`--balanced` reaches the training loader (the exported one keeps it); streamed files: one line, no folder."
+    from fastai.learner import load_learner
+
+    out = tmp_path / "run"
+    run("train", image_folder, *TINY, "--balanced", "--out", out)
+    assert read_run(out)[2]["config"]["balanced"] is True
+    assert load_learner(out / "learner.pkl").dls.train.balanced
+    streamed = tmp_path / "streamed"
+    r = run("train", image_folder, *TINY, "--balanced", "--in-memory", "no", "--out", streamed, code=1)
+    assert "class-balanced batches (--balanced) need the data in memory" in error_line(r)
+    assert not streamed.exists()
+
+
 def test_existing_run_folder_is_refused_and_user_files_survive(tmp_path, image_folder):
     out = tmp_path / "run"
     out.mkdir()
