@@ -201,12 +201,14 @@ def test_tuning_chooses_cross_entropy_where_the_held_out_labels_say_gr_loses(tmp
     import fastgr.experiment
     from fastgr import TrainConfig, train_run, tune_run
 
-    cfg = TrainConfig(data="digits", noise=0.4, epochs=4, img_size=8, tune_holdout=0.25)
+    # 6 epochs: at 4, CE had barely begun to fit and its held-out figure hung on the CPU kind (0.265 on a Xeon,
+    # 0.179 on an AMD EPYC, against the starved setting's 0.103)
+    cfg = TrainConfig(data="digits", noise=0.4, epochs=6, img_size=8, tune_holdout=0.25)
     result = tune_run(cfg, tmp_path / "tune", grid=[(0.0, 1000.0, 0.0), "ce"])
     table = pd.read_csv(tmp_path / "tune" / "tune.csv")
     assert table["loss"].tolist() == ["gr", "ce"]
     starved, ce = table.holdout_acc_noisy
-    assert ce > starved + 0.1, table  # measured 0.265 against 0.103
+    assert ce > starved + 0.2, table  # measured 0.542 against 0.134 (EPYC)
     assert result["loss"] == "ce" and result["lam"] is None
     with pytest.raises(ValueError, match="baseline among ce, ls, gce, sce"):
         tune_run(cfg, grid=[(0.5, 8.0), "focal"])
