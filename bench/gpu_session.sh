@@ -88,7 +88,7 @@ balanced)
 streamed)
   # timeout: on 2026-11-24 the process wrote its results, then did not exit (not seen on a CPU)
   timeout 300 $py bench/pipeline_speed.py --data .data/cifar10 --device cuda --steps 50 --reps 3 \
-      --modes loop loop-streamed fastgr-gr fastgr-gr-streamed --out "$dir/pipeline_streamed.json" \
+      --modes loop loop-streamed fastgr-gr fastgr-gr-streamed fastgr-gr-streamed-fastai --out "$dir/pipeline_streamed.json" \
       > "$dir/pipeline_streamed.log" 2>&1
   ;;
 sweep)

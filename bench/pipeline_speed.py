@@ -13,10 +13,11 @@ entropy, `torch.optim.SGD(foreach)` with momentum 0.9 and weight decay; `loop-co
 same with the model `torch.compile`d (default mode, and "reduce-overhead": CUDA graphs); `fastgr-gr-cudagraphs` is
 `fastgr-gr` with the learner's model compiled "reduce-overhead". The streamed path (`--in-memory no`, the same
 files): `fastgr-gr-streamed` is `fastgr-gr` over `fastgr.stream.StreamDL` (its default decoding workers, random
-resized crops and flips on the device), `loop-streamed` the hand loop fed by a plain `torch.utils.data.DataLoader`
-(as many workers, PIL decoding, pinned memory, pad-crop-flip on the device). Each timing is the training
-phase of an epoch (`--steps` batches; no validation), the clock synchronised with the device at its ends; modes
-interleave over `--reps` and the median is reported. Prints one JSON line.
+resized crops and flips on the device, workers kept from epoch to epoch), `fastgr-gr-streamed-fastai` the same with
+fastai's iteration (new workers every epoch: `persistent_workers=False`), `loop-streamed` the hand loop fed by a
+plain `torch.utils.data.DataLoader` (as many workers, PIL decoding, pinned memory, pad-crop-flip on the device).
+Each timing is the training phase of an epoch (`--steps` batches; no validation), the clock synchronised with the
+device at its ends; modes interleave over `--reps` and the median is reported. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -105,9 +106,11 @@ def main() -> None:
         return files
 
     def learner_epoch(loss: str, fastai_sgd: bool, bare: bool = False, compile_mode: str | None = None,
-                      streamed: bool = False):
+                      streamed: bool = False, fastai_workers: bool = False):
         source = streamed_data() if streamed else data
         dls = make_dataloaders(source, bs=a.bs, device=dev, seed=0, augment="crop+flip", channels_last=cuda)
+        if fastai_workers:
+            dls.loaders = [dl.new(persistent_workers=False) for dl in dls.loaders]
         timer = PhaseTimer(sync)
         record = dict(true_labels=data.train_y, record_examples=True, record_dynamics=True) if not bare else {}
         learn = gr_learner(dls, a.arch, loss=loss, amp=cuda, cbs=[timer], compile=compile_mode, **record)
@@ -173,6 +176,7 @@ def main() -> None:
               "fastgr-gr": partial(learner_epoch, "gr", False), "fastai-sgd": partial(learner_epoch, "ce", True),
               "fastgr-gr-cudagraphs": partial(learner_epoch, "gr", False, compile_mode="reduce-overhead"),
               "fastgr-gr-streamed": partial(learner_epoch, "gr", False, streamed=True),
+              "fastgr-gr-streamed-fastai": partial(learner_epoch, "gr", False, streamed=True, fastai_workers=True),
               "loop-streamed": partial(loop_epoch, streamed=True)}
     runs = {m: makers[m]() for m in a.modes}
     times = {m: [] for m in a.modes}

@@ -1,14 +1,17 @@
 """Streamed data: peak memory that does not grow with the number of files, and the loader's speed against the
 in-memory path.
 
-    uv run python bench/stream_data.py [--sizes 2000 20000] [--speed-n 2000] [--work /tmp/stream_bench]
+    uv run python bench/stream_data.py [--sizes 2000 20000] [--speed-n 2000] [--epochs 3] [--work /tmp/stream_bench]
+    uv run python bench/stream_data.py --speed-only   # the speed run alone, the memory results kept
 
 Memory: a folder of N generated JPEGs at 256 px (3 classes, a sixth held out) is trained on for one epoch by
 `fastgr train --in-memory no --img-size 32` (CIFAR ResNet-20, no augmentation: the model is small so that the
 data path is what is measured), in a fresh process whose peak RSS (`ru_maxrss`, children excluded: the decoding
 workers are separate processes of their own, each decoding one batch at a time) is recorded, for each N.
 Speed: 128-px JPEGs, one training epoch of each loader alone (batch 128, crop+flip, no model): images per second
-of `TensorDL` over the decoded tensor (decoding time reported apart) and of `StreamDL` with its default workers.
+of `TensorDL` over the decoded tensor (decoding time reported apart), of `StreamDL` with its default workers kept
+from epoch to epoch, and of the same `StreamDL` iterated as fastai does (`persistent_workers=False`: new workers
+every epoch), `--epochs` of each in turn.
 Results go to bench/results/stream_data.json.
 """
 
@@ -68,7 +71,7 @@ def memory(sizes: list[int], work: Path, mmap_threshold: int | None = None) -> d
     return out
 
 
-def speed(n: int, work: Path) -> dict:
+def speed(n: int, work: Path, epochs: int = 3) -> dict:
     import torch
 
     from fastgr.data import load_data
@@ -90,12 +93,14 @@ def speed(n: int, work: Path) -> dict:
     stats = mem.channel_stats()
     a = make_dataloaders(mem, bs=128, augment="crop+flip", stats=stats).train
     b = make_dataloaders(disk, bs=128, augment="crop+flip", stats=stats).train
+    c = b.new(persistent_workers=False)
     res = {"n_train": len(mem.train_y), "img_size": mem.img_size, "decode_seconds_in_memory": decode,
-           "in_memory_img_per_s": [], "streamed_img_per_s": [], "workers": b.num_workers,
-           "threads": torch.get_num_threads()}
-    for _ in range(3):  # in turn, so that drift of the machine touches both
+           "in_memory_img_per_s": [], "streamed_img_per_s": [], "streamed_fastai_workers_img_per_s": [],
+           "workers": b.fake_l.num_workers, "threads": torch.get_num_threads()}
+    for _ in range(epochs):  # in turn, so that drift of the machine touches all three
         res["in_memory_img_per_s"].append(epoch(a))
         res["streamed_img_per_s"].append(epoch(b))
+        res["streamed_fastai_workers_img_per_s"].append(epoch(c))
     print(res, flush=True)
     return res
 
@@ -104,6 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     ap.add_argument("--speed-n", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each loader in the speed run")
+    ap.add_argument("--speed-only", action="store_true", help="the speed run alone; other results kept")
     ap.add_argument("--work", type=Path, default=Path("/tmp/stream_bench"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/stream_data.json"))
     ap.add_argument("--mmap-threshold", type=int, default=None, help="glibc's MALLOC_MMAP_THRESHOLD_ for the "
@@ -116,9 +123,12 @@ def main() -> None:
     if a.mmap_threshold is not None:  # an extra measurement beside the default allocator's
         result[f"memory_mmap_{a.mmap_threshold}"] = {"command": " ".join(sys.argv),
                                                      **memory(a.sizes, a.work, a.mmap_threshold)}
+    elif a.speed_only:
+        result["speed"] = {"versions": versions(), "command": " ".join(sys.argv),
+                           **speed(a.speed_n, a.work, a.epochs)}
     else:
         result.update({"meta": {"versions": versions(), "command": " ".join(sys.argv)},
-                       "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work)})
+                       "memory": memory(a.sizes, a.work), "speed": speed(a.speed_n, a.work, a.epochs)})
     write_text(a.out, json.dumps(result, indent=1) + "\n")
 
 

@@ -6,8 +6,11 @@ image size, a random square of it, fastai's `Resize`), and the batch is augmente
 (fastai's `RandomResizedCropGPU` and `Flip`, `IntToFloatTensor`, `Normalize`): fastai's presizing. Memory holds
 the file list, not the pixels.
 
-As with `TensorDL`, epoch `e`'s order is a function of `(seed, e)` (`set_epoch`); the augmentation draws from the
-random generators that a run's checkpoint saves, so an interrupted run resumes with the same batches.
+As with `TensorDL`, epoch `e`'s order is a function of `(seed, e)` (`set_epoch`), and so is the workers' random
+square of each image (batch `k` of epoch `e` draws from a generator seeded with `(seed, e, k)`, whichever process makes
+it); the device's augmentation draws from the random generators that a run's checkpoint saves, so an interrupted run
+resumes with the same batches. The decoding workers live as long as the loader (`persistent_workers`, on by
+default): fastai's own iteration forks new ones every epoch.
 
 `TrimHostHeap`, the callback `gr_learner` adds when it trains from a `StreamDL` on the CPU, keeps the host's peak
 memory from growing with the number of files (BENCHMARKS.md, "Streamed data").
@@ -26,13 +29,14 @@ import torch
 from fastai.callback.core import Callback
 from fastai.data.core import Datasets, TfmdDL
 from fastai.data.transforms import Categorize, IntToFloatTensor, ItemGetter, Normalize, ToTensor, Transform
-from fastai.torch_core import TensorImage
+from fastai.torch_core import TensorImage, to_device
 from fastai.vision.augment import Flip, RandomResizedCropGPU, Resize
 from fastai.vision.core import PILImage, PILImageBW
 
 from .config import AUGMENTS
 
-__all__ = ["StreamDL", "OpenImage", "FitSquare", "TrimHostHeap", "PRESIZE", "MIN_SCALE", "default_workers"]
+__all__ = ["StreamDL", "OpenImage", "FitSquare", "TrimHostHeap", "BatchJobs", "PRESIZE", "MIN_SCALE",
+           "default_workers"]
 
 PRESIZE = 1.25  # training images are decoded at this many times the image size, then crops are drawn on the device
 MIN_SCALE = 0.35  # the smallest area of a training crop, as a fraction of the (presized) image
@@ -90,6 +94,43 @@ class ChannelsLast(Transform):
         return x.contiguous(memory_format=torch.channels_last)
 
 
+class BatchJobs(torch.utils.data.Dataset):
+    """A `StreamDL`'s batches, made where they are asked for (a decoding worker or the main process): job
+    `(key, indices)` is those items opened, resized and collated as fastai's loader does, their random draws seeded
+    with `key` (the caller's `random` state is left as it was). None where every item was skipped."""
+
+    def __init__(self, dl):  # the StreamDL (a worker holds its own copy)
+        self.dl = dl
+
+    def __getitem__(self, job: tuple[str, list[int]]):
+        key, idxs = job
+        state = random.getstate()
+        random.seed(key)
+        try:
+            items = [o for o in map(self.dl.do_item, idxs) if o is not None]
+            return self.dl.do_batch(items) if items else None
+        finally:
+            random.setstate(state)
+
+
+class EpochJobs(torch.utils.data.Sampler):
+    "The jobs of the pass about to run: a worker pool that persists asks its sampler again at each pass's start."
+
+    def __init__(self):
+        self.jobs = []
+
+    def __iter__(self):
+        return iter(self.jobs)
+
+    def __len__(self):
+        return len(self.jobs)
+
+
+def as_made(b):
+    "A batch as `BatchJobs` made it (it is collated already)."
+    return b
+
+
 class StreamDL(TfmdDL):
     """A fastai `TfmdDL` of image files: opened and resized in `num_workers` processes, augmented and normalised
     per batch on the device. Yields `(x, y)`, `x` float32 (B, C, size, size) normalised. `new(items)` takes paths
@@ -111,6 +152,7 @@ class StreamDL(TfmdDL):
         num_workers: int = 0,  # decoding processes (0: in this one)
         device=None,  # where batches go and are augmented
         channels_last: bool = False,  # hand out channels-last batches (faster convolutions on GPUs)
+        persistent_workers: bool = True,  # keep the decoding workers from pass to pass (False: fastai's iteration)
         **kwargs,  # fastai's DataLoader arguments (`get_preds` passes some)
     ):
         if augment not in AUGMENTS:
@@ -137,7 +179,9 @@ class StreamDL(TfmdDL):
         if channels_last:
             after_batch.append(ChannelsLast())
         super().__init__(dsets, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
-                         device=device, after_item=after_item, after_batch=after_batch, **kwargs)
+                         device=device, after_item=after_item, after_batch=after_batch,
+                         persistent_workers=persistent_workers, **kwargs)
+        self._pool, self._jobs = None, EpochJobs()
         if device is not None:
             self.to(device)  # the normalisation's statistics too
         if len(self.dataset):
@@ -166,6 +210,48 @@ class StreamDL(TfmdDL):
     def after_iter(self):
         super().after_iter()
         self.epoch += 1
+
+    def __iter__(self):
+        if not self.fake_l.persistent_workers:
+            yield from super().__iter__()  # fastai's: new workers every pass, fed its order when forked
+            return
+        self.randomize()
+        self.before_iter()
+        idxs = self.get_idxs()
+        self._DataLoader__idxs = idxs  # where fastai keeps a pass's order (`fastgr.telemetry.batch_indices`)
+        chunks = [idxs[k : k + self.bs] for k in range(0, len(idxs), self.bs)]
+        if self.drop_last and chunks and len(chunks[-1]) < self.bs:
+            chunks.pop()
+        jobs = [(f"{self.seed}/{self.epoch}/{k}", list(c)) for k, c in enumerate(chunks)]
+        for b in self._made(jobs):
+            if b is None:
+                continue
+            if self.pin_memory and type(b) is list:  # pinning turns tuples into lists
+                b = tuple(b)
+            if self.device is not None:
+                b = to_device(b, self.device)
+            yield self.after_batch(b)
+        self.after_iter()
+
+    def _made(self, jobs):
+        "The jobs' batches, in order: from the worker pool, started at the first pass and kept, or made here."
+        workers = self.fake_l.num_workers  # 0 under fastai's `no_multiproc` (`one_batch`) too
+        if workers == 0:
+            return map(BatchJobs(self).__getitem__, jobs)
+        if self._pool is None or self._pool.num_workers != workers:
+            self._pool = torch.utils.data.DataLoader(
+                BatchJobs(self), batch_size=None, sampler=self._jobs, num_workers=workers, collate_fn=as_made,
+                pin_memory=self.pin_memory, timeout=self.timeout, persistent_workers=True,
+                pin_memory_device=self.fake_l.pin_memory_device,
+                # the workers' base seed from a generator of its own, not torch's: where a pass starts the pool
+                # (a resumed run starts it later) must not shift the draws that a checkpoint restores
+                generator=torch.Generator().manual_seed(self.seed))
+        self._jobs.jobs = jobs
+        return iter(self._pool)
+
+    def __getstate__(self):
+        # a worker pool does not travel (an export, a spawned worker's copy): a copy starts its own
+        return {**self.__dict__, "_pool": None}
 
     def new(self, dataset=None, cls=None, **kwargs) -> StreamDL:
         """A copy with some settings changed; `dataset` may be image files (or `(file, label)` pairs) to predict.

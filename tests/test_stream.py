@@ -192,3 +192,70 @@ def test_prediction_decodes_with_this_machines_workers_not_the_trainers(tmp_path
     assert seen == [0]
     assert probs.shape == (len(data.train_paths), 3)
     torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)))
+
+
+def passes(dl, n):
+    "`n` passes of `dl`: its batches on the CPU, one list per pass (seeded alike for the device's draws)."
+    import random
+
+    random.seed(0)
+    torch.manual_seed(0)
+    return [[(x.cpu().clone(), y.cpu().clone()) for x, y in dl] for _ in range(n)]
+
+
+def test_workers_last_from_pass_to_pass_and_do_not_change_the_batches(tmp_path):
+    """The decoding workers are started once and kept (fastai's iteration forks new ones every epoch); the workers'
+    random squares are a function of (seed, epoch, batch), so 0, 1 or 2 workers give the same batches."""
+    import random
+
+    from fastgr.stream import StreamDL
+
+    root = mixed_folder(tmp_path / "photos", n=6)
+    items = [(p, i % 3) for i, p in enumerate(sorted((root / "train").rglob("*.*")))]
+    dl = StreamDL(items, ["cat", "dog", "owl"], 16, bs=4, shuffle=True, drop_last=True, augment="crop+flip",
+                  num_workers=2)
+    runs = {0: passes(dl.new(num_workers=0), 3)}
+    state = random.getstate()  # after the device's draws of three passes
+    runs[2] = passes(dl, 1)
+    pids = [[w.pid for w in dl._pool._iterator._workers]]
+    for _ in range(2):
+        runs[2] += [[(x.cpu().clone(), y.cpu().clone()) for x, y in dl]]
+        pids.append([w.pid for w in dl._pool._iterator._workers])
+    assert random.getstate() == state  # made here or in a worker, the items' draws leave the caller's generator be
+    runs[1] = passes(dl.new(num_workers=1), 3)
+    assert len(pids[0]) == 2 and pids[0] == pids[1] == pids[2]  # the same two processes every pass
+    assert [len(p) for p in runs[0]] == [len(items) // 4] * 3  # drop_last: 18 files, 4 batches of 4
+    for w in (1, 2):
+        for a, b in zip(runs[0], runs[w]):
+            for (xa, ya), (xb, yb) in zip(a, b):
+                assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    # every pass a new order and new squares; the workers' copies move with the epoch, not with their own state
+    assert not torch.equal(torch.cat([y for _, y in runs[0][0]]), torch.cat([y for _, y in runs[0][1]]))
+    # fastai's own iteration (new workers every pass) keeps the order of (seed, epoch); only the squares' draws differ
+    fastai_way = passes(dl.new(persistent_workers=False), 3)
+    for a, b in zip(runs[0], fastai_way):
+        assert torch.equal(torch.cat([y for _, y in a]), torch.cat([y for _, y in b]))
+    # the pool does not travel with a copy of the loader (an export, a spawned worker)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(dl))._pool is None and dl._pool is not None
+
+
+KEPT = """
+import sys
+from pathlib import Path
+from fastgr.stream import StreamDL
+items = [(p, i % 3) for i, p in enumerate(sorted(Path(sys.argv[1]).rglob("*.*")))]
+dl = StreamDL(items, ["cat", "dog", "owl"], 16, bs=4, shuffle=True, augment="crop", num_workers=2)
+for _ in range(2):
+    n = sum(len(y) for _, y in dl)
+print(n)
+"""
+
+
+def test_a_process_with_kept_workers_exits(tmp_path):
+    "Workers that outlive a pass must not hold the process open when it ends (they end with their loader)."
+    root = mixed_folder(tmp_path / "photos", n=3)
+    r = subprocess.run([sys.executable, "-c", KEPT, str(root / "train")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == "9"
