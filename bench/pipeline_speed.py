@@ -188,6 +188,7 @@ def main() -> None:
            "steps": a.steps, "reps": a.reps, "amp": cuda,
            "cudnn_benchmark": a.cudnn_benchmark, "images_per_s": ips,
            "ms_per_step": {m: 1e3 * statistics.median(t) / a.steps for m, t in times.items()},
+           "epoch_seconds": times,
            "versions": versions()}
     if "loop" in ips:
         out["vs_loop"] = {m: v / ips["loop"] for m, v in ips.items() if m != "loop"}

@@ -3,8 +3,8 @@
 fastai's own pipeline: a `Datasets` of `(path, class name)` items opens each image (`OpenImage`), the workers
 resize it on the CPU (`fastgr.images.fit_square`: short side, centre square; for training at `PRESIZE` times the
 image size, a random square of it, fastai's `Resize`), and the batch is augmented and normalised on the device
-(fastai's `RandomResizedCropGPU` and `Flip`, `IntToFloatTensor`, `Normalize`): fastai's presizing. Memory holds
-the file list, not the pixels.
+(fastai's `RandomResizedCropGPU`, our `FlipEach`, fastai's `IntToFloatTensor` and `Normalize`): fastai's
+presizing. Memory holds the file list, not the pixels.
 
 As with `TensorDL`, epoch `e`'s order is a function of `(seed, e)` (`set_epoch`), and so is the workers' random
 square of each image (batch `k` of epoch `e` draws from a generator seeded with `(seed, e, k)`, whichever process makes
@@ -30,12 +30,13 @@ from fastai.callback.core import Callback
 from fastai.data.core import Datasets, TfmdDL
 from fastai.data.transforms import Categorize, IntToFloatTensor, ItemGetter, Normalize, ToTensor, Transform
 from fastai.torch_core import TensorImage, to_device
-from fastai.vision.augment import Flip, RandomResizedCropGPU, Resize
+from fastai.vision.augment import RandomResizedCropGPU, Resize
 from fastai.vision.core import PILImage, PILImageBW
 
 from .config import AUGMENTS
+from .loader import augment_batch
 
-__all__ = ["StreamDL", "OpenImage", "FitSquare", "TrimHostHeap", "BatchJobs", "PRESIZE", "MIN_SCALE",
+__all__ = ["StreamDL", "OpenImage", "FitSquare", "TrimHostHeap", "BatchJobs", "FlipEach", "PRESIZE", "MIN_SCALE",
            "default_workers"]
 
 PRESIZE = 1.25  # training images are decoded at this many times the image size, then crops are drawn on the device
@@ -83,6 +84,18 @@ class FitSquare(Transform):
         from .images import fit_square
 
         return type(im).create(fit_square(im, self.size))
+
+
+class FlipEach(Transform):
+    """Each training image flipped left-right with probability 1/2, pixel for pixel (`augment_batch`'s flip: one
+    `torch.where`, the draw on the batch's device). fastai's `Flip` draws the same but warps the whole batch through
+    an affine grid and a bilinear `grid_sample`: 1.5 ms of host time a batch where the tensors are tiny, 10.7 ms for
+    128 images of 32 px on a CPU core (BENCHMARKS.md, "Streamed data")."""
+
+    split_idx, order = 0, 30  # training batches only; with the crop, as fastai's `Flip`
+
+    def encodes(self, x: TensorImage):
+        return augment_batch(x, 0, True)
 
 
 class ChannelsLast(Transform):
@@ -172,7 +185,7 @@ class StreamDL(TfmdDL):
             after_item = [FitSquare(round(self.size * PRESIZE)), Resize(round(self.size * PRESIZE)), ToTensor()]
             crops = [RandomResizedCropGPU(self.size, min_scale=MIN_SCALE)]
             if augment == "crop+flip":
-                crops.append(Flip(p=0.5))
+                crops.append(FlipEach())
         stats = (self.mean * self.channels if len(self.mean) == 1 else self.mean,
                  self.std * self.channels if len(self.std) == 1 else self.std)
         after_batch = [IntToFloatTensor(), *crops, Normalize.from_stats(*stats, cuda=False)]

@@ -259,3 +259,23 @@ def test_a_process_with_kept_workers_exits(tmp_path):
     r = subprocess.run([sys.executable, "-c", KEPT, str(root / "train")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == "9"
+
+
+def test_training_flips_each_image_or_leaves_it_pixel_for_pixel():
+    "`FlipEach`: every training image is itself or its exact mirror, about half of them mirrored; held out: none."
+    from fastai.torch_core import TensorImage
+
+    from fastgr.stream import FlipEach
+
+    torch.manual_seed(0)
+    x = TensorImage(torch.rand(400, 3, 5, 7))
+    out = FlipEach()(x, split_idx=0)
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert isinstance(out, TensorImage) and bool((same ^ mirrored).all())  # one or the other, never both or neither
+    assert 160 < int(mirrored.sum()) < 240  # 400 draws of 1/2: 200 +- 10
+    assert torch.equal(FlipEach()(x, split_idx=1), x)
+    # the mirror of fastai's own `Flip` (an affine warp: align_corners maps pixel centres onto pixel centres)
+    from fastai.vision.augment import Flip
+
+    torch.testing.assert_close(Flip(p=1.0, draw=1)(x[:8], split_idx=0), x[:8].flip(-1), atol=1e-5, rtol=0)
