@@ -89,8 +89,8 @@ class FitSquare(Transform):
 class FlipEach(Transform):
     """Each training image flipped left-right with probability 1/2, pixel for pixel (`augment_batch`'s flip: one
     `torch.where`, the draw on the batch's device). fastai's `Flip` draws the same but warps the whole batch through
-    an affine grid and a bilinear `grid_sample`: 1.5 ms of host time a batch where the tensors are tiny, 10.7 ms for
-    128 images of 32 px on a CPU core (BENCHMARKS.md, "Streamed data")."""
+    an affine grid and a bilinear `grid_sample`: 0.98 ms of host time for 128 tiny images against 0.12, and 3.0 ms
+    against 0.50 for 128 of 32 px on two CPU threads (`bench/flip_cost.py`; BENCHMARKS.md, "Streamed data")."""
 
     split_idx, order = 0, 30  # training batches only; with the crop, as fastai's `Flip`
 
