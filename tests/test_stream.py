@@ -229,7 +229,7 @@ def test_workers_last_from_pass_to_pass_and_do_not_change_the_batches(tmp_path):
         for a, b in zip(runs[0], runs[w]):
             for (xa, ya), (xb, yb) in zip(a, b):
                 assert torch.equal(ya, yb) and torch.equal(xa, xb)
-    # every pass a new order and new squares; the workers' copies move with the epoch, not with their own state
+    # every pass a new order (the workers' copies follow the epoch through their jobs: the equalities above)
     assert not torch.equal(torch.cat([y for _, y in runs[0][0]]), torch.cat([y for _, y in runs[0][1]]))
     # fastai's own iteration (new workers every pass) keeps the order of (seed, epoch); only the squares' draws differ
     fastai_way = passes(dl.new(persistent_workers=False), 3)
