@@ -10,6 +10,11 @@ r"""GR against cross-entropy and the usual baselines as the training budget grow
     uv run python bench/budget_sweep.py --case cifar5k_sym40 --epochs 120 --columns ce default --seed 1 \
         --keep runs/sweep
     uv run python bench/budget_sweep.py --seeds      # the seeds table of BENCHMARKS.md, train nothing
+    # the fine-tuning rows (ft_*): a backbone pretrained on classes 0-4, fine-tuned on classes 5-9
+    python3 ../shared/tools/unpack_cifar10.py .data/src04 --classes 0-4 --test 200
+    python3 ../shared/tools/unpack_cifar10.py .data/ft59 --classes 5-9 --train 1000
+    uv run python bench/finetune_source.py --keep runs/finetune_source
+    uv run python bench/budget_sweep.py --case ft_sym40 --epochs 5 10 20 --columns ce gr --keep runs/sweep
 
 Every run is one `train_run` (what `fastgr train` does) with the protocol of bench/cifar_budget.py: CIFAR
 ResNet-20, pad-crop-flip, SGD one-cycle (max lr 0.1, momentum 0.9, L2 5e-4), batch 128, seed 0; the digits case
@@ -37,6 +42,7 @@ from fastgr.files import write_text
 from fastgr.presets import default_setting
 
 CIFAR = dict(data=".data/cifar5k", arch="cifar_resnet20", lr=0.1, bs=128, wd=5e-4, augment="crop+flip", seed=0)
+FINETUNE = dict(CIFAR, data=".data/ft59", weights=".data/src04_resnet20.pth", freeze_epochs=1)
 CASES = {  # key: (row label, config)
     "digits40": ("digits, 40% symmetric", dict(data="digits")),
     # for the proposed default: what it costs where the labels are clean, and on class-dependent noise
@@ -46,6 +52,12 @@ CASES = {  # key: (row label, config)
     "cifar5k_pair30": ("CIFAR-5k, 30% pairflip", dict(CIFAR, noise=0.3, noise_type="pairflip")),
     "c10n_random1": ("CIFAR-10N random_label1 (17.5% wrong) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_random1.csv")),
     "c10n_aggre": ("CIFAR-10N aggre_label (9.2% wrong) on CIFAR-5k", dict(CIFAR, labels=".data/c10n_aggre.csv")),
+    "cifar5k_clean": ("CIFAR-5k, clean labels", dict(CIFAR, noise=0.0)),
+    # fine-tuning (`--weights`, fastai's fine_tune: 1 epoch of the head, then EPOCHS of everything): a ResNet-20
+    # pretrained on CIFAR-10's classes 0-4 (bench/finetune_source.py) on 1,000 images of each of classes 5-9
+    "ft_clean": ("fine-tune, clean labels", dict(FINETUNE, noise=0.0)),
+    "ft_sym40": ("fine-tune, 40% symmetric", dict(FINETUNE, noise=0.4, noise_type="symmetric")),
+    "ft_pair30": ("fine-tune, 30% pairflip", dict(FINETUNE, noise=0.3, noise_type="pairflip")),
 }
 COLUMNS = {  # key: (column label, the flags that differ from the case's)
     "ce": ("CE", dict(loss="ce")),
@@ -149,7 +161,8 @@ def cell(r: dict | None) -> str:
 
 def default_cell(rows: dict, row: str) -> dict | None:
     "The cell of GR's defaults in a row (`CASE/EPOCHS`): the run of any GR column that trained `default_setting`."
-    s = default_setting(int(row.split("/")[1]))
+    case, epochs = row.split("/")
+    s = default_setting(TrainConfig(**{**CASES[case][1], "epochs": int(epochs)}).total_epochs)  # a fine-tune's head too
     for col in ("default", "gr", "gr116", "preset", "tune"):
         r = rows.get(f"{row}/{col}")
         if r is not None and (r.get("lam"), r.get("beta"), r.get("warmup")) == (s.lam, s.beta, s.warmup):
@@ -291,9 +304,11 @@ def main() -> None:
             figure({k: v for k, v in results["rows"].items() if k.count("/") == 2}, a.figure)
         print(results_table(results["rows"]))
         return
-    data = CASES[a.case][1].get("data")
+    data, weights = CASES[a.case][1].get("data"), CASES[a.case][1].get("weights")
     if data != "digits" and not Path(data, "train").is_dir():
         raise SystemExit(f"{data}/train missing: see this script's docstring")
+    if weights and not Path(weights).is_file():
+        raise SystemExit(f"{weights} missing: bench/finetune_source.py writes it")
     import torch
 
     meta = {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "versions": versions(),

@@ -1,5 +1,5 @@
 """The streamed path's flip: fastai's `Flip` (an affine warp, a bilinear `grid_sample` of the whole batch) against
-`fastgr.stream.FlipEach` (each image mirrored or not, one `torch.where`), timed on the same batches.
+`fastgr.augment.FlipEach` (each image mirrored or not, one `torch.where`), timed on the same batches.
 
     uv run python bench/flip_cost.py [--device cpu] [--sizes 4 32] [--bs 128] [--reps 200]
 
@@ -33,9 +33,9 @@ def main() -> None:
     from fastai.torch_core import TensorImage
     from fastai.vision.augment import Flip
 
+    from fastgr.augment import FlipEach
     from fastgr.config import versions
     from fastgr.files import write_text
-    from fastgr.stream import FlipEach
 
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

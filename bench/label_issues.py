@@ -85,14 +85,14 @@ def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
 
     from fastgr.config import resolve_device
     from fastgr.data import load_data
+    from fastgr.dataloaders import make_dataloaders
     from fastgr.learner import fit_schedule, gr_learner
-    from fastgr.loader import make_dataloaders
     from fastgr.noise import training_labels
     from fastgr.runs import RunFolder
     from fastgr.training import RunLog
 
     data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
-    noisy, _ = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
+    noisy = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
     held = fold_of(len(noisy.given), cfg.seed) == k
     device = resolve_device(cfg.device)
     sub = data.holdout(held, noisy.given, f"{data.name} fold {k}")

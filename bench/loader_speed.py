@@ -25,7 +25,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from fastgr.data import ImageData
-    from fastgr.loader import make_dataloaders
+    from fastgr.dataloaders import make_dataloaders
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (a.n, 3, a.size, a.size), dtype=torch.uint8, generator=g)

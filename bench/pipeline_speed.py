@@ -8,7 +8,7 @@ crop-flip on the device, channels-last, fastai's `MixedPrecision` bf16, `fit_one
 recorders), with cross-entropy (`fastgr-ce`) and with GR's defaults (`fastgr-gr`); `fastai-sgd` is `fastgr-ce` with
 fastai's own per-parameter SGD instead of `fastgr.optim.ForeachSGD`, `fastgr-ce-bare` without the recorders (true-
 label fit, examples, label-issue dynamics). `loop` is a plain PyTorch loop over the same uint8 images on the device:
-a `randperm` order, `fastgr.loader.augment_batch`, normalise, channels-last, `torch.autocast(bfloat16)`, cross-
+a `randperm` order, `fastgr.augment.augment_batch`, normalise, channels-last, `torch.autocast(bfloat16)`, cross-
 entropy, `torch.optim.SGD(foreach)` with momentum 0.9 and weight decay; `loop-compiled` and `loop-cudagraphs` the
 same with the model `torch.compile`d (default mode, and "reduce-overhead": CUDA graphs); `fastgr-gr-cudagraphs` is
 `fastgr-gr` with the learner's model compiled "reduce-overhead". The streamed path (`--in-memory no`, the same
@@ -85,9 +85,9 @@ def main() -> None:
     from fastai.optimizer import SGD
 
     from fastgr import gr_learner, make_dataloaders
+    from fastgr.augment import augment_batch
     from fastgr.config import versions
     from fastgr.data import load_data
-    from fastgr.loader import augment_batch
     from fastgr.models import create_model
 
     dev = torch.device(a.device)

@@ -75,7 +75,7 @@ def speed(n: int, work: Path, epochs: int = 3) -> dict:
     import torch
 
     from fastgr.data import load_data
-    from fastgr.loader import make_dataloaders
+    from fastgr.dataloaders import make_dataloaders
 
     root = make_folder(work / f"jpeg128_{n}", n, 128)
 

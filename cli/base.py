@@ -84,11 +84,11 @@ def one_line(e: BaseException) -> str:
 
 
 def new_file(path: Path, overwrite: bool) -> Path:
-    "Refuse to replace a user's file unless asked."
+    "Refuse to replace a user's file unless asked; a folder is never replaced."
+    if path.is_dir():
+        fail(f"{path} is a folder, not a file: name the file to write")
     if path.exists() and not overwrite:
         fail(f"{path} exists; pass --overwrite to replace it")
-    if path.exists() and path.is_dir():
-        fail(f"{path} is a folder, not a file")
     return path
 
 

@@ -7,9 +7,8 @@ from typing import Any
 
 from rich.console import Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
 from fastgr.report import Reporter
 
@@ -60,40 +59,54 @@ def fmt(v: Any, spec: str = "{:.4f}") -> str:
 
 
 class RichReporter(Reporter):
-    "A live table of epochs in a terminal; one line per epoch elsewhere (logs, pipes)."
+    """A live table of epochs in a terminal, under it rich's progress bar of the phase's batches (elapsed time, time
+    left at the speed so far); one line per epoch elsewhere (logs, pipes)."""
 
     def __init__(self):
         self.live: Live | None = None
         self.table: Table | None = None
-        self.batch_state = (0, 1)
+        self.progress: Progress | None = None
         self.last_draw = 0.0
 
     def phase(self, name: str, epochs: int, start: int = 0) -> None:
         self.stop()
-        self.epochs, self.name = epochs, name
+        self.epochs, self.name, self.done = epochs, name, start
         self.table = Table(title=f"{name}: {epochs} epochs" + (f", resumed after epoch {start}" if start else ""),
                            title_justify="left", header_style="bold")
         self.cols: list[str] | None = None
         if console.is_terminal and not console.is_dumb_terminal:
+            # the phase's batches in one bar: its speed, and so the time left, is that of this session's batches
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=40), MofNCompleteColumn(),
+                                     TextColumn("batches"), TimeElapsedColumn(), TextColumn("left"),
+                                     TimeRemainingColumn(), console=console)
+            self.task = self.progress.add_task(self._epoch_text(), total=None)
             self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
             self.live.start()
         else:
             console.print(f"[bold]{name}[/]: {epochs} epochs" + (f" (resumed after epoch {start})" if start else ""))
 
+    def _epoch_text(self) -> str:
+        return f"epoch {min(self.done + 1, self.epochs)}/{self.epochs}"
+
     def _view(self):
-        done, total = self.batch_state
-        bar = Group(ProgressBar(total=max(total, 1), completed=done, width=40),
-                    Text(f"batch {done}/{total}", style="dim"))
-        return Group(self.table, bar) if self.table is not None else bar
+        return Group(self.table, self.progress) if self.progress is not None else self.table
 
     def batch(self, i: int, n: int) -> None:
-        self.batch_state = (i, n)
+        if self.progress is None:
+            return
+        task = self.progress.tasks[0]
+        if task.total is None:  # the first batch: the phase's batches are known now
+            self.progress.update(self.task, total=(self.epochs - self.done) * n)
+            self.first_epoch = self.done
+        self.progress.update(self.task, completed=(self.done - self.first_epoch) * n + i,
+                             description=self._epoch_text())
         now = time.monotonic()
         if self.live is not None and now - self.last_draw > 0.25:
             self.last_draw = now
             self.live.update(self._view())
 
     def epoch(self, row: dict[str, Any]) -> None:
+        self.done += 1
         if self.cols is None:
             self.cols = [c for c in COLUMNS if c in row]
             if self.live is not None:  # a live table must fit the terminal: some columns go, the rest stay whole
@@ -119,6 +132,7 @@ class RichReporter(Reporter):
             self.live.update(self.table)
             self.live.stop()
             self.live = None
+        self.progress = None
 
 
 def summary_table(summary: dict[str, Any], title: str = "summary") -> Table:

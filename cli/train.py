@@ -64,6 +64,25 @@ EPILOG = """Examples:
 """
 
 
+def interrupted_hint(out: Path) -> str:
+    "What an interrupted run left and the command that goes on with it (a launch's own, for several processes)."
+    import os
+
+    from fastgr.runs import RunFolder
+
+    folder = RunFolder(out)
+    if not folder.interrupted:
+        return "the run had not started: nothing was written"
+    done = any((out / p).exists() for p in ("checkpoint.pth", "result.json", "retrain", "tune"))
+    n = world_size()
+    # torchrun's launch: the same number of processes, each with its own part of the command
+    launch = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', n)} -m " if n > 1 else ""
+    again = f"{launch}fastgr train --out {shlex.quote(str(out))} --resume"
+    if not done:
+        return f"no epoch had finished, so none is saved: {again} starts it again"
+    return f"the last finished epoch is saved: {again}"
+
+
 @command(epilog=EPILOG)
 def train(
     ctx: typer.Context,
@@ -133,8 +152,7 @@ def train(
         summary = train_run(cfg, out, overwrite=overwrite, resume=resume, reporter=reporter)
     except KeyboardInterrupt:
         reporter.stop()
-        console.print(f"[yellow]the last finished epoch is saved: fastgr train --out {shlex.quote(str(out))} "
-                      "--resume[/]", soft_wrap=True)
+        console.print(f"[yellow]{interrupted_hint(out)}[/]", soft_wrap=True)
         raise
     finally:
         reporter.stop()

@@ -21,16 +21,16 @@ from torch.nn import functional as F
 
 from .config import IN_MEMORY
 from .images import IMAGE_EXTENSIONS, decode_files, decode_images, find_unreadable, first_size, fit_square
+from .listing import list_csv, list_folder, stratified_split
 
 __all__ = ["ImageData", "SOURCES", "load_data", "load_digits", "load_cifar", "load_folder", "load_csv",
            "decode_images", "decode_files", "stratified_split", "fit_square", "find_unreadable", "IMAGE_EXTENSIONS",
            "IN_MEMORY", "MEMORY_BUDGET"]
 
-# decoded training and held-out images (uint8) a folder or CSV may take in memory under "auto": CIFAR-10 takes
-# 0.18 GB, 100k images at 128 px 4.9 GB; beyond it the files stream from disk (BENCHMARKS.md, "Streamed data")
+# decoded training and held-out images (uint8: N x C x side^2 bytes) a folder or CSV may take in memory under
+# "auto"; beyond it the files stream from disk (docs/design.md, "Streamed data")
 MEMORY_BUDGET = 2 * 1024**3
 
-NO_CLASS = "not in a class sub-folder: its class is unknown"  # why an image beside the class folders is skipped
 
 
 @dataclass
@@ -145,43 +145,6 @@ def load_cifar(
     return replace(data, name=name, labels_trusted=True)
 
 
-def _split_tree(root: Path) -> tuple[Path, Path | None]:
-    "The training tree and the held-out one of a folder: train/ + valid/ (or test/), else the whole folder."
-    train = root / "train"
-    if train.is_dir():
-        for held_out in ("valid", "val", "test"):
-            if (root / held_out).is_dir():
-                return train, root / held_out
-        return train, None
-    return root, None
-
-
-def _list_images(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """(path, class) of every image below `root`, the class its folder relative to `root` (e.g. 'cat'); and the
-    images directly in `root`, which have no class: skipped, with the reason."""
-    out, loose = [], []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            if p.parent == root:
-                loose.append((str(p), NO_CLASS))
-            else:
-                out.append((p, p.parent.relative_to(root).as_posix()))
-    return out, loose
-
-
-def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
-    "Boolean mask of the held-out examples: `valid_pct` of each class, at least one where a class has two."
-    if not 0 < valid_pct < 1:
-        raise ValueError(f"valid_pct must be in (0, 1) to split one tree into train and held-out, got {valid_pct}")
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        k = min(len(idx) - 1, max(1, round(valid_pct * len(idx)))) if len(idx) > 1 else 0
-        mask[rng.choice(idx, size=k, replace=False)] = True
-    return mask
-
-
 def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, classes: list[str] | None,
            img_size: int | None, display_root: Path, in_memory: str = "auto") -> ImageData:
     paths = [p for p, _ in items]
@@ -222,7 +185,7 @@ def _build(name: str, items: list[tuple[Path, str]], is_valid: np.ndarray, class
     tx, ty, titems = pick(~is_valid)
     vx, vy, vitems = pick(is_valid)
     if len(ty) == 0:
-        raise ValueError(f"{name}: no readable training images ({len(skipped)} unreadable)")
+        raise ValueError(f"{name}: no readable training images ({_why(skipped)})")
     if len(vy) == 0:
         raise ValueError(f"{name}: no readable held-out images; add a valid/ or test/ folder or raise --valid-pct")
     return ImageData(name, classes, tx, ty, vx, vy, titems, vitems, "crop+flip", False, skipped)
@@ -237,13 +200,19 @@ def _build_streamed(name: str, paths: list[Path], labels: list[str], lookup: dic
     y = np.array([lookup[c] for c in labels], np.int64)
     train, held = np.flatnonzero(~is_valid & ok), np.flatnonzero(is_valid & ok)
     if len(train) == 0:
-        raise ValueError(f"{name}: no readable training images ({len(skipped)} unreadable)")
+        raise ValueError(f"{name}: no readable training images ({_why(skipped)})")
     if len(held) == 0:
         raise ValueError(f"{name}: no readable held-out images; add a valid/ or test/ folder or raise --valid-pct")
     return ImageData(name, classes, None, torch.from_numpy(y[train]), None, torch.from_numpy(y[held]),
                      [_display(paths[i], display_root) for i in train],
                      [_display(paths[i], display_root) for i in held],
                      "crop+flip", False, skipped, [paths[i] for i in train], [paths[i] for i in held], size, channels)
+
+
+def _why(skipped: list[tuple[str, str]]) -> str:
+    "How many files were skipped, and how many of those do not exist."
+    gone = [p for p, r in skipped if r.startswith("FileNotFoundError")]
+    return f"{len(skipped)} unreadable" + (f", {len(gone)} of them not found, e.g. {gone[0]}" if gone else "")
 
 
 def _display(p: Path, root: Path) -> str:
@@ -264,20 +233,7 @@ def load_folder(
 ) -> ImageData:
     "An image folder: one sub-folder per class (CIFAR-100's coarse/fine nesting gives classes like 'fish/trout')."
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(2, "no such folder", str(root))
-    train_root, held_root = _split_tree(root)
-    items, loose = _list_images(train_root)
-    if not items:
-        raise ValueError(f"{root} holds no images in class sub-folders ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    if held_root is not None:
-        held, loose_held = _list_images(held_root)
-        loose += loose_held
-        is_valid = np.r_[np.zeros(len(items), bool), np.ones(len(held), bool)]
-        items = items + held
-    else:
-        labels = np.array([c for _, c in items])
-        is_valid = stratified_split(labels, valid_pct, seed)
+    items, is_valid, loose = list_folder(root, valid_pct, seed)
     data = _build(str(root), items, is_valid, classes, img_size, root, in_memory)
     return replace(data, skipped=loose + data.skipped)
 
@@ -292,35 +248,9 @@ def load_csv(
     **_,
 ) -> ImageData:
     "A CSV of `path,label[,is_valid]`; every label must be in the class list."
-    import pandas as pd
-
     path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype={"path": str, "label": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable CSV ({type(e).__name__})") from None
-    missing = [c for c in ("path", "label") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}; expected path,label[,is_valid]")
-    if frame["path"].isna().any() or frame["label"].isna().any():
-        raise ValueError(f"{path} has rows with an empty path or label")
-    base = path.parent
-    items = [((base / p) if not Path(p).is_absolute() else Path(p), str(lbl))
-             for p, lbl in zip(frame["path"], frame["label"])]
-    if "is_valid" in frame.columns:
-        is_valid = frame["is_valid"].map(_truthy).to_numpy(bool)
-    else:
-        is_valid = stratified_split(frame["label"].astype(str).to_numpy(), valid_pct, seed)
-    return _build(str(path), items, is_valid, classes, img_size, base, in_memory)
-
-
-def _truthy(v) -> bool:
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "y", "t"):
-        return True
-    if s in ("0", "false", "no", "n", "f", "", "nan"):
-        return False
-    raise ValueError(f"is_valid must be true/false or 1/0, got {v!r}")
+    items, is_valid = list_csv(path, valid_pct, seed)
+    return _build(str(path), items, is_valid, classes, img_size, path.parent, in_memory)
 
 
 SOURCES: dict[str, Callable[..., ImageData]] = {

@@ -1,11 +1,14 @@
 """fastai's distributed training, extended for fastgr's runs: `ShardedTrainer` and its loader `ShardDL`.
 
-Imported only under a launch of several processes (`fastgr.ranks.sharded_training`): fastai's `DistributedTrainer`
-needs `accelerate`, an optional dependency (`pip install 'fastgr[distributed]'`). docs/design.md, "Several
-processes", says why the ranks share each global batch and evaluate the held-out set whole.
+Imported only under a launch of several processes (`sharded_training`, from `fastgr.training`): fastai's
+`DistributedTrainer` needs `accelerate`, an optional dependency (`pip install 'fastgr[distributed]'`).
+docs/design.md, "Several processes", says why the ranks share each global batch and evaluate the held-out set whole.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -18,7 +21,7 @@ from fastai.torch_core import to_detach
 
 from .ranks import backend_device
 
-__all__ = ["ShardDL", "ShardedTrainer"]
+__all__ = ["ShardDL", "ShardedTrainer", "sharded_training"]
 
 
 class ShardDL(DistributedDL):
@@ -26,6 +29,9 @@ class ShardDL(DistributedDL):
     items `k*N*bs ... (k+1)*N*bs` of the wrapped loader's order, and rank r gets its r-th slice of `bs` (the last
     batch, without `drop_last`, is padded by repeating the order's start up to a multiple of N). The ranks' batches,
     concatenated, are the batches of one process with batch `N * bs`."""
+
+    # this rank's order is fastai's own (`batch_indices` reads it there), not the wrapped loader's whole pass
+    epoch_indices = None
 
     def _broadcast(self, t, rank):
         "fastai's broadcast of rank `rank`'s order, on the backend's device (nccl: CUDA, gloo: CPU tensors)."
@@ -109,3 +115,16 @@ class ShardedTrainer(DistributedTrainer):
         super().after_fit()
         if self.sync_bn:
             self.learn.model = revert_sync_batchnorm(self.learn.model)
+
+
+@contextlib.contextmanager
+def sharded_training(
+    learn,  # a Learner whose model and loaders are on this rank's device
+) -> Iterator:
+    "Fit `learn` on every rank of the launch: `ShardedTrainer` for the length of the block."
+    trainer = ShardedTrainer(cuda=torch.device(learn.dls.device or "cpu").type == "cuda")
+    learn.add_cb(trainer)
+    try:
+        yield learn
+    finally:
+        learn.remove_cb(trainer)

@@ -20,7 +20,8 @@ from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
 
 from .ranks import group_size, rank, world_sum
-from .telemetry import batch_indices, fit_epoch, is_fitting
+from .schedule import fit_epoch, total_epochs
+from .telemetry import batch_indices, is_fitting
 
 __all__ = ["label_margin", "TrainingDynamics"]
 
@@ -42,7 +43,7 @@ class TrainingDynamics(Callback):
 
     `values()` returns `(aum, mean_p)`, (N,) each, NaN for an example never seen; `state_dict` carries the sums
     across a resumed run. The fits of `fastgr.learner.fit_schedule` (fine-tuning's two) are one training: the
-    window counts the epochs of the whole training (`learn.total_epochs`)."""
+    window counts the epochs of the whole training (`fastgr.schedule.total_epochs`)."""
 
     order = 60  # after the loss; reads `learn.pred` only
     run_valid = False
@@ -61,8 +62,7 @@ class TrainingDynamics(Callback):
         self._on = is_fitting(self.learn) and not any(isinstance(cb, MixHandler) for cb in self.learn.cbs)
 
     def before_train(self):
-        total = getattr(self.learn, "total_epochs", None) or self.learn.n_epoch
-        self._late = fit_epoch(self.learn) >= total - self.window
+        self._late = fit_epoch(self.learn) >= total_epochs(self.learn) - self.window
 
     def after_loss(self):
         if not (self.training and self._on):
@@ -108,4 +108,7 @@ class TrainingDynamics(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         sums = state.get("sums")
+        if sums is not None and sums.shape[1] != self.n + 1:  # one slot an example, and a spare
+            raise ValueError(f"the checkpoint holds the dynamics of {sums.shape[1] - 1} training examples, this run "
+                             f"has {self.n}: it was saved for other data")
         self.sums = sums if sums is None or rank() == 0 else torch.zeros_like(sums)  # rank 0 holds the totals

@@ -12,21 +12,23 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import RunSettings, TrainConfig, gr_setting, resolve_device, resolve_settings, versions
+from .config import RunSettings, TrainConfig, resolve_device, resolve_settings, versions
 from .correction import correction_report, relabel
-from .data import NO_CLASS, ImageData, load_data
-from .loader import check_balanced
-from .models import check_arch, check_model
+from .data import ImageData, load_data
+from .listing import NO_CLASS
 from .noise import NoisyLabels, save_labels, training_labels
 from .prediction import predict_with_learner
-from .presets import TUNE_GRID, UNCOVERED_NOISE_WARNING, Setting, default_note, preset_note
+from .preparation import prepare
+from .presets import UNCOVERED_NOISE_WARNING, Setting, default_note, preset_note
 from .ranks import check_agree, is_main, processes, world_size
+from .record import DataFacts, RunRecord, data_fingerprint
 from .runs import Reporter, RunExistsError, RunFolder
 from .training import PhaseResult, train_phase
-from .tuning import check_grid, tune
+from .tuning import tune
 
 __all__ = ["TrainConfig", "Reporter", "train_run", "correct_run", "predict_with_learner", "RunExistsError"]
 
@@ -45,36 +47,26 @@ def train_run(
     folder = RunFolder(out)
     reporter = reporter or Reporter()
     folder.check(overwrite and not resume, resume)
-    saved = folder.read("config.json") if resume else None
+    saved = folder.read_record() if resume else None
     if saved is not None:
-        cfg = TrainConfig.from_dict(saved["config"])
-        if saved.get("processes", 1) != world_size():  # its global batch was processes x bs
-            raise ValueError(f"the run trained on {saved.get('processes', 1)} process(es); resume it on as many, not "
+        cfg = saved.config
+        if saved.processes != world_size():  # its global batch was processes x bs
+            raise ValueError(f"the run trained on {saved.processes} process(es); resume it on as many, not "
                              f"{world_size()}")
-    # every input is checked before the folder is touched
-    if cfg.compile and world_size() > 1:
-        raise ValueError("--compile is not supported under a launch of several processes yet; leave it out")
-    device = resolve_device(cfg.device)
-    check_arch(cfg.arch, cfg.pretrained and cfg.weights is None)
-    data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
-    check_balanced(cfg.balanced, data)
-    check_model(cfg.arch, data.n_classes, data.channels, cfg.pretrained, cfg.weights)
-    noisy, truth_known = training_labels(data, cfg.noise_rate, cfg.noise_type, cfg.seed, cfg.labels)
-    rate = noisy.realised_rate if truth_known else None
-    setting = gr_setting(cfg, rate if (cfg.noise_rate > 0 or cfg.labels) else (0.0 if truth_known else None),
-                         data.n_classes)
-    tuning = cfg.tune and setting is not None and cfg.lam is None and cfg.beta is None
-    grid = check_grid(TUNE_GRID, cfg.warmup) if tuning else None
+    run = prepare(cfg)  # every input is checked before the folder is touched
+    data, noisy, setting = run.data, run.labels, run.setting
+    if saved is not None:
+        _check_same_data(folder, saved, data)
 
     agree = (data.train_items, noisy.given, noisy.true, data.valid_y)
-    with _share(folder, device, overwrite and not resume, agree) as (folder, device):
+    with _share(folder, run.device, overwrite and not resume, agree) as (folder, device):
         if not folder.writes:  # a rank after the first: rank 0 reports
             reporter = Reporter()
-        command = saved.get("command", sys.argv) if saved else sys.argv  # a resumed run keeps its first command
-        config = {"config": cfg.to_dict(), "resolved": None, "versions": versions(), "command": command,
-                  "data": _data_facts(data, truth_known), "processes": world_size()}
+        # a resumed run keeps its first command
+        record = RunRecord(cfg, None, versions(), saved.command if saved else list(sys.argv),
+                           DataFacts.of(data, noisy.truth_known), world_size())
         if saved is None:  # written first: a `--tune` run cut while tuning resumes from it
-            folder.write("config.json", config)
+            folder.write_record(record)
         if data.skipped:
             loose = sum(r == NO_CLASS for _, r in data.skipped)
             if len(data.skipped) > loose:
@@ -83,8 +75,8 @@ def train_run(
             if loose:
                 reporter.note(f"skipped {loose} image(s) outside the class sub-folders; listed in skipped.txt", "warn")
             folder.write_text("skipped.txt", "".join(f"{p}\t{r}\n" for p, r in data.skipped))
-        if tuning:
-            tuned = tune(folder, cfg, data, noisy, truth_known, grid, reporter, resume)
+        if run.grid is not None:
+            tuned = tune(folder, run, reporter, resume)
             if tuned.get("loss", "gr") == "gr":
                 setting = Setting(tuned["lam"], tuned["beta"], f"tuned on {cfg.tune_holdout:.0%} of the noisy "
                                   "training labels (tune.csv)", tuned["warmup"])
@@ -102,29 +94,47 @@ def train_run(
             reporter.note(note)
         if cfg.amp and device.type != "cuda":
             reporter.note("--amp needs CUDA; training in float32 on the CPU", "warn")
-        resolved = resolve_settings(cfg, device, data, setting)
-        if saved is None or saved.get("resolved") is None:
-            folder.write("config.json", {**config, "resolved": resolved.to_dict()})
+        resolved = resolve_settings(cfg, device, data, setting)  # once, for every phase
+        if saved is None or saved.resolved is None:
+            folder.write_record(replace(record, resolved=resolved))
         if folder.writes:
             save_labels(folder / "labels.csv", noisy, data.classes, data.train_items)
 
-        result = train_phase(folder, cfg, resolved, data, noisy, truth_known, reporter, "train", resume=resume)
+        result = train_phase(folder, cfg, resolved, data, noisy, reporter, "train", resume=resume)
         summary: dict[str, Any] = {
             **{k: getattr(result, k) for k in _FROM_RESULT},
-            "noise_rate_realised": noisy.realised_rate if truth_known else None,
-            "truth_known": truth_known,
+            "noise_rate_realised": noisy.realised_rate if noisy.truth_known else None,
+            "truth_known": noisy.truth_known,
             "loss": cfg.loss, "lam": resolved.lam, "beta": resolved.beta, "warmup": resolved.warmup,
             "ess_final": result.ess_final, "ess_min": result.ess_min,
             "emphasis_collapse_epochs": result.emphasis_collapse_epochs,
             "skipped_files": len(data.skipped),
         }
         if cfg.correct:
-            summary.update(_correct_and_retrain(folder, result, cfg, resolved, data, noisy, truth_known, reporter,
-                                                resume))
+            summary.update(_correct_and_retrain(folder, result, cfg, resolved, data, noisy, reporter, resume))
         # the training work of every session and phase (a resumed run adds up its parts)
         summary["seconds"] = round(folder.training_seconds(), 2)
         folder.write("summary.json", summary)
     return summary
+
+
+def _check_same_data(folder: RunFolder, saved: RunRecord, data: ImageData) -> None:
+    """Refuse to resume a run on other data: a file gone (or added, or relabelled) since it started would move
+    examples between the splits and shift every saved per-example sum onto another image."""
+    if saved.data.fingerprint is None or saved.data.fingerprint == data_fingerprint(data):
+        return  # the same data (or a run of a fastgr that did not record it)
+    what = "its items or labels differ"
+    if folder.has("labels.csv"):
+        import pandas as pd
+
+        before = set(pd.read_csv(folder / "labels.csv", dtype={"item": str}, keep_default_na=False)["item"])
+        now = set(data.train_items)
+        gone, new = sorted(before - now), sorted(now - before)
+        parts = [f"{len(gone)} training image(s) gone, e.g. {gone[0]}" if gone else "",
+                 f"{len(new)} new, e.g. {new[0]}" if new else ""]
+        what = "; ".join(p for p in parts if p) or what
+    raise ValueError(f"the data changed since this run started ({what}): resuming would train on other examples; "
+                     "restore the data, or start again with --overwrite")
 
 
 @contextlib.contextmanager
@@ -140,29 +150,22 @@ def _share(folder: RunFolder, device, overwrite: bool, agree: tuple) -> Iterator
             yield mine, dev
 
 
-def _data_facts(data: ImageData, truth_known: bool) -> dict[str, Any]:
-    return {"name": data.name, "n_train": len(data.train_y), "n_valid": len(data.valid_y), "classes": data.classes,
-            "channels": data.channels, "img_size": data.img_size, "skipped_files": len(data.skipped),
-            "truth_known": truth_known}
-
-
 def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfig, resolved: RunSettings,
-                         data: ImageData, noisy: NoisyLabels, truth_known: bool, reporter: Reporter,
-                         resume: bool) -> dict[str, Any]:
+                         data: ImageData, noisy: NoisyLabels, reporter: Reporter, resume: bool) -> dict[str, Any]:
     "The paper's Table 9 protocol: relabel where the model disagrees, retrain from scratch with the same settings."
     probs = result.probs
     if probs is None:  # the phase finished in an earlier session: its exported model predicts again
         probs = predict_with_learner(folder / "learner.pkl", data, resolved.device)
     corrected = relabel(probs, noisy.given, cfg.correct_threshold)
-    report = correction_report(noisy.given, corrected, noisy.true if truth_known else None, probs.argmax(1).numpy())
+    report = correction_report(noisy.given, corrected, noisy.truth, probs.argmax(1).numpy())
     folder.write("correction.json", report)
     if folder.writes:
         save_labels(folder / "labels.csv", noisy, data.classes, data.train_items, {"corrected_label": corrected})
     reporter.note(f"relabelled {report['relabelled']} of {report['n']} training labels "
                   f"({report['relabelled_fraction']:.1%}); retraining from scratch")
-    retrain_labels = NoisyLabels(corrected, noisy.true, "corrected", noisy.rate, noisy.seed)
-    after = train_phase(folder.sub("retrain"), cfg, resolved, data, retrain_labels, truth_known, reporter, "retrain",
-                        resume=resume)
+    retrain_labels = NoisyLabels(corrected, noisy.true, "corrected", noisy.rate, noisy.seed,
+                                 truth_known=noisy.truth_known)
+    after = train_phase(folder.sub("retrain"), cfg, resolved, data, retrain_labels, reporter, "retrain", resume=resume)
     return {
         "relabelled_fraction": report["relabelled_fraction"],
         "correction_precision": report["correction_precision"],
@@ -185,8 +188,8 @@ def correct_run(
     run = RunFolder(run_dir)
     if not run.has("learner.pkl") or not run.has("config.json"):
         raise FileNotFoundError(2, "not a finished fastgr run (config.json and learner.pkl needed)", str(run_dir))
-    saved = run.read("config.json")
-    cfg = TrainConfig.from_dict(saved["config"])
+    saved = run.read_record()
+    cfg = saved.config
     out = Path(out) if out is not None else run.path / "labels_corrected.csv"
     report_path = out.with_suffix(".report.json")
     for p in (out, report_path):
@@ -195,26 +198,26 @@ def correct_run(
         if p.exists() and not overwrite:
             raise RunExistsError(f"{p} exists; pass --overwrite to replace it")
     own = data is None or str(data) == str(cfg.data)
-    loaded = load_data(cfg.data if own else data, saved["data"]["img_size"], cfg.valid_pct, cfg.seed, cfg.classes,
+    loaded = load_data(cfg.data if own else data, saved.data.img_size, cfg.valid_pct, cfg.seed, cfg.classes,
                        cfg.in_memory)
-    if loaded.classes != saved["data"]["classes"]:
+    if loaded.classes != saved.data.classes:
         raise ValueError(f"the data's classes ({len(loaded.classes)}) differ from the run's "
-                         f"({len(saved['data']['classes'])})")
+                         f"({len(saved.data.classes)})")
     if own:
         if not run.has("labels.csv"):  # the labels it trained on are unknown: never assume them
             raise FileNotFoundError(2, "the run's labels.csv is missing: the labels it trained on are unknown",
                                     str(run.path / "labels.csv"))
-        noisy, _ = training_labels(loaded, labels_file=run.path / "labels.csv")
-        truth_known = bool(saved["data"].get("truth_known", True))
+        # the record knows whether the run's truth was known (a labels.csv of an older fastgr does not say)
+        noisy = replace(training_labels(loaded, labels_file=run.path / "labels.csv"),
+                        truth_known=saved.data.truth_known)
     else:
-        noisy, truth_known = training_labels(loaded)
+        noisy = training_labels(loaded)
     probs = predict_with_learner(run.path / "learner.pkl", loaded, str(resolve_device(None)))
     corrected = relabel(probs, noisy.given, threshold)
-    report = correction_report(noisy.given, corrected, noisy.true if truth_known else None,
-                               probs.argmax(1).numpy())
+    report = correction_report(noisy.given, corrected, noisy.truth, probs.argmax(1).numpy())
     report.update(run=str(run_dir), data=str(loaded.name), threshold=threshold, labels=str(out))
     relabelled = NoisyLabels(corrected, noisy.true, "corrected", noisy.rate, noisy.seed,
-                             {"corrected_by": str(run_dir), "truth_known": truth_known})
+                             {"corrected_by": str(run_dir)}, noisy.truth_known)
     # the labels the run trained on go beside the corrected ones
     save_labels(out, relabelled, loaded.classes, loaded.train_items, {"original_label": noisy.given})
     RunFolder(report_path.parent).write(report_path.name, report)

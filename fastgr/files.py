@@ -7,9 +7,11 @@ step. JSON is strict: a non-finite number is written as `null`, never as `NaN` o
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +46,20 @@ def atomic_path(
             os.unlink(tmp)
         if isinstance(e, OSError) and e.filename in (tmp, Path(tmp)):
             raise type(e)(e.errno, e.strerror, str(path)) from None
+        if isinstance(e, Exception) and _disk_full(path.parent, e):  # torch.save says only "unexpected pos"
+            raise OSError(errno.ENOSPC, "no space left on device (the file it replaces is untouched)",
+                          str(path)) from None
         raise
+
+
+def _disk_full(folder: Path, e: Exception) -> bool:
+    "Whether a write failed for want of space: said so by the error, or the disk has (next to) nothing left."
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["IMAGE_EXTENSIONS", "to_mode", "fit_square", "unreadable_reason", "decode_files", "decode_images",
-           "first_size", "find_unreadable"]
+           "first_size", "find_unreadable", "walk_images"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -103,17 +103,48 @@ def decode_images(
     return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, channels, *size, dtype=torch.uint8)
 
 
+def walk_images(
+    root: Path,  # a folder
+) -> tuple[list[Path], list[Path]]:  # image files below it, sorted; links to nothing that look like images
+    """Every image file below `root`, following symbolic links to folders and files (Python's `rglob` before 3.13
+    does not descend into a linked folder: a class folder that is a link would vanish) without going round a loop
+    of links; and the image links that lead nowhere, which a caller counts as skipped."""
+    import os
+
+    found, broken, seen = [], [], set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back to a folder already walked
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in files:
+            p = Path(top) / name
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                (found if p.is_file() else broken).append(p)
+    return sorted(found), sorted(broken)
+
+
 def first_size(paths: Sequence[Path]) -> tuple[int, int]:
-    "(side, channels) to decode to: the first readable image's longer side (at most 224), grayscale or RGB."
+    """(side, channels) to decode to: the first readable image's longer side (at most 224); grayscale only where
+    every readable image is, RGB as soon as one is in colour (one grayscale file sorted first must not turn a colour
+    set grey). Only the files' headers are read, in threads."""
     from PIL import Image
 
-    for p in paths[:50]:
+    def mode(p: Path) -> tuple[tuple[int, int], str] | None:
         try:
             with Image.open(p) as im:
-                return min(max(im.size), 224), (1 if im.mode in ("L", "1", "LA", *_WIDE_MODES) else 3)
-        except Exception:  # noqa: BLE001
-            continue
-    return 32, 3
+                return im.size, im.mode
+        except Exception:  # noqa: BLE001 - an unreadable file is found and named later
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        heads = [h for h in pool.map(mode, paths) if h is not None]
+    if not heads:
+        return 32, 3
+    gray = all(m in ("L", "1", "LA", *_WIDE_MODES) for _, m in heads)
+    return min(max(heads[0][0]), 224), (1 if gray else 3)
 
 
 def find_unreadable(paths: Sequence[Path], channels: int) -> list[str]:

@@ -27,9 +27,18 @@ import pandas as pd
 import torch
 
 __all__ = ["rank_label_issues", "estimated_noise_rate", "label_issues", "issue_auroc", "issue_summary",
-           "suspect_images"]
+           "suspect_images", "item_files", "clip_label"]
 
 ISSUES_FILE = "label_issues.csv"
+
+
+def clip_label(
+    text: str,  # a class name or item, as long as a user made it
+    width: int = 40,  # characters kept
+) -> str:
+    "A label cut to `width` characters for a table or a picture's title (the CSV keeps it whole)."
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def estimated_noise_rate(
@@ -87,15 +96,14 @@ def issue_auroc(
     score: np.ndarray,  # (N,) higher: more likely wrong
     is_wrong: np.ndarray,  # (N,) bool: the label is truly wrong
 ) -> float | None:  # None when one of the two groups is empty
-    "The AUROC of a ranking for the truly wrong labels: the chance a wrong label scores above a right one."
-    from scipy.stats import rankdata
+    """The AUROC of a ranking for the truly wrong labels: the chance a wrong label scores above a right one (ties
+    count one half), scikit-learn's `roc_auc_score`."""
+    from sklearn.metrics import roc_auc_score
 
     score, is_wrong = np.asarray(score, dtype=np.float64), np.asarray(is_wrong, dtype=bool)
-    pos, neg = int(is_wrong.sum()), int((~is_wrong).sum())
-    if not pos or not neg:
+    if is_wrong.all() or not is_wrong.any():  # one of the two groups is empty: no ranking to score
         return None
-    r = rankdata(score)  # average ranks: ties count one half
-    return float((r[is_wrong].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return float(roc_auc_score(is_wrong, score))
 
 
 def label_issues(
@@ -106,7 +114,9 @@ def label_issues(
     if not path.is_file():
         raise FileNotFoundError(2, "no label_issues.csv: not a finished fastgr run (or one from before fastgr "
                                    "recorded them; train it again)", str(path))
-    return pd.read_csv(path)
+    # the labels are class names, kept as written: "01", "1" and "1.0" are three classes, not one float
+    return pd.read_csv(path, dtype={c: str for c in ("item", "given_label", "suggested_label", "model_label",
+                                                     "true_label")}, keep_default_na=False, na_values=[""])
 
 
 def issue_summary(
@@ -123,27 +133,40 @@ def issue_summary(
     return out
 
 
+def item_files(
+    run_dir: str | Path,  # a finished run folder
+    items: Sequence[str],  # `item`s of its label-issue table
+) -> list[Path] | None:  # one path per item; None where the run's data are a named source (digits, CIFAR)
+    """The image file of each training item of a folder or CSV run: a folder's items are relative to it, a CSV's to
+    the CSV's own folder (`fastgr.listing`), absolute ones stay. The item recorded in the run names the picture,
+    never its index in the data listed again (a file gone since would shift every index after it)."""
+    from .data import SOURCES
+    from .runs import RunFolder
+
+    data = RunFolder(run_dir).read_record().config.data
+    if str(data) in SOURCES:
+        return None
+    root = Path(data) if not str(data).lower().endswith(".csv") else Path(data).parent
+    return [root / str(i) for i in items]
+
+
 def suspect_images(
     run_dir: str | Path,  # a finished run folder
     indices: Sequence[int],  # training-set indices (the `index` column)
-    items: Sequence[str] | None = None,  # their `item`s: where they are image files, only those are read
+    items: Sequence[str] | None = None,  # their `item`s: a folder or CSV run's pictures are found by them
 ) -> np.ndarray:  # (K, H, W) or (K, H, W, 3) uint8, at the run's image size
-    """The training images at `indices`, as the run saw them: their files read again (a folder or CSV run), or the
-    run's data decoded again (digits, CIFAR), since those images have no file of their own."""
-    import json
-
-    from .config import TrainConfig
+    """The training images at `indices`, as the run saw them: a folder or CSV run's files read again by the items
+    the run recorded (a file gone since training is a blank tile: `item_files` says which), or a named source's
+    data decoded again (digits, CIFAR), since those images have no file of their own."""
     from .data import load_data
     from .images import decode_files
+    from .runs import RunFolder
 
-    saved = json.loads((Path(run_dir) / "config.json").read_text())
-    size, channels = saved["data"]["img_size"], saved["data"]["channels"]
-    cfg = TrainConfig.from_dict(saved["config"])
+    saved = RunFolder(run_dir).read_record()
+    size, channels, cfg = saved.data.img_size, saved.data.channels, saved.config
     idx = list(indices)
-    # a folder's items are relative to it, a CSV's to the CSV's own folder (`fastgr.data`), absolute ones stay
-    root = Path(cfg.data) if Path(cfg.data).is_dir() else Path(cfg.data).parent
-    paths = [root / str(i) for i in items] if items is not None else []
-    if not (paths and all(p.is_file() for p in paths)):
+    paths = item_files(run_dir, items) if items is not None else None
+    if paths is None:
         data = load_data(cfg.data, size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
         if data.in_memory:
             x = data.train_x[idx].numpy().transpose(0, 2, 3, 1)

@@ -13,7 +13,6 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.mixup import MixUp
-from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AvgMetric
@@ -23,13 +22,17 @@ from torch import nn
 from .callback import GRCallback
 from .config import LOSSES
 from .dynamics import TrainingDynamics
+from .finetune import create_finetune_model
+from .hostmem import TrimHostHeap
 from .losses import baseline_loss
-from .models import create_finetune_model, create_model
+from .models import create_model
+from .monitor import EmphasisMonitor
 from .optim import ForeachSGD
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
 from .ranks import rank, world_size
-from .stream import StreamDL, TrimHostHeap
-from .telemetry import FitMonitor, SmoothLossOnDevice, fit_epoch
+from .schedule import fit_epoch, fit_schedule
+from .stream import StreamDL
+from .telemetry import FitMonitor, SmoothLossOnDevice
 
 __all__ = ["gr_learner", "fit_schedule", "fit_epoch", "SeedEpoch", "test_acc", "predict_probs", "unwrapped"]
 
@@ -55,47 +58,6 @@ class SeedEpoch(Callback):
         if world_size() > 1:
             seed = getattr(self.learn.dls.train, "seed", 0)
             set_seed((seed * 1_000_003 + epoch) * 7_919 + rank() + 1)
-
-
-def _freeze_to(learn: Learner, n: int, clear: bool) -> None:
-    "`Learner.freeze_to(n)`, which also empties the optimiser's state: not when a resumed fit has just loaded it."
-    if learn.opt is None:
-        learn.create_opt()
-    learn.opt.freeze_to(n)
-    if clear:
-        learn.opt.clear_state()
-
-
-def fit_schedule(
-    learn: Learner,  # from `gr_learner`
-    epochs: int,  # epochs of the whole model (after the head's, when fine-tuning)
-    lr: float,  # peak learning rate (of the head, when fine-tuning)
-    finetune: bool = False,  # fastai's `fine_tune`: the head alone, then everything with discriminative rates
-    freeze_epochs: int = 1,  # when fine-tuning: the head's epochs
-    start_epoch: int = 0,  # epochs already trained (a resumed run), counted over the whole training
-) -> None:
-    """`fit_one_cycle(epochs, lr)`; or, fine-tuning, what `Learner.fine_tune` does: `freeze_epochs` of the new head
-    (and batch-norm) alone, then `epochs` of the whole model at `slice(lr / 200, lr / 2)`. The two fits are one
-    training for the callbacks: while they run, `learn.fit_offset` holds the epochs of the fits before and
-    `learn.total_epochs` every epoch of the training, so GR's warm-up, the collapse rule, the epoch numbers of
-    metrics.csv and the epochs' random draws (`fit_epoch`) run across them."""
-    head = freeze_epochs if finetune else 0
-    learn.total_epochs = head + epochs
-    try:
-        if head and start_epoch < head:
-            learn.fit_offset = 0
-            _freeze_to(learn, -1, clear=start_epoch == 0)
-            learn.fit_one_cycle(head, slice(lr), pct_start=0.99, start_epoch=start_epoch)
-        learn.fit_offset = head
-        start = max(0, start_epoch - head)
-        if finetune:
-            _freeze_to(learn, 0, clear=start_epoch <= head)
-            base = lr / 2  # fastai's fine_tune halves the rate after the head's fit, and gives the body 1/100
-            learn.fit_one_cycle(epochs, slice(base / 100, base), pct_start=0.3, div=5.0, start_epoch=start)
-        else:
-            learn.fit_one_cycle(epochs, lr, start_epoch=start)
-    finally:  # a later fit of the same learner is a training of its own
-        del learn.fit_offset, learn.total_epochs
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
@@ -128,14 +90,15 @@ def gr_learner(
     amp: bool = False,  # bf16 mixed precision (fastai's `MixedPrecision`); needs CUDA
     compile: str | None = None,  # torch.compile the model in this mode (`config.COMPILE_MODES`); None: eager
     true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: the fit of them too
-    record_examples: bool = False,  # GR keeps (index, label, p, weight) of the last epoch's examples
+    record_examples: bool = False,  # keep (index, label, p, weight) of GR's last epoch's examples (`EmphasisMonitor`)
     record_dynamics: bool = False,  # every example's AUM and late p of its label (`fastgr.dynamics`), any loss
     metrics=None,  # fastai metrics; `test_acc` (accuracy on the held-out split) if None
     mixup: float = 0.0,  # MixUp's alpha (fastai's MixUp) with a baseline loss; 0: none
     cbs: list[Callback] | None = None,  # more callbacks
 ) -> Learner:
     """A fastai `Learner` that trains as `fastgr train` does: SGD with momentum 0.9 and L2 weight decay,
-    cross-entropy as the logged loss, GR's gradient (its `GRCallback`, `learn.gr`; none with `loss="ce"`),
+    cross-entropy as the logged loss, GR's gradient (its `GRCallback`, `learn.gr`, and the `EmphasisMonitor` of its
+    weights, `learn.emphasis_monitor`; neither with a baseline loss),
     channels-last and bf16 on CUDA, the host heap trimmed every step when streaming files on the CPU
     (`TrimHostHeap`), per-epoch columns of GR's telemetry and of the fit of the given labels (and, given
     `true_labels`, of the true ones). `fit_schedule(learn, epochs, lr, finetune=pretrained or weights)` is
@@ -169,8 +132,8 @@ def gr_learner(
     callbacks = [SeedEpoch(), SmoothLossOnDevice(),
                  FitMonitor(None if true_labels is None else torch.as_tensor(true_labels))]
     if loss == "gr":
-        callbacks.append(GRCallback(lam, beta, record_examples=record_examples, eps=eps, warmup=warmup,
-                                    warmup_mode=warmup_mode))
+        callbacks += [GRCallback(lam, beta, eps=eps, warmup=warmup, warmup_mode=warmup_mode),
+                      EmphasisMonitor(record_examples=record_examples)]
     if record_dynamics:
         callbacks.append(TrainingDynamics(len(dls.train.dataset)))
     if mixup:

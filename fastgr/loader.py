@@ -14,44 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-from fastai.data.core import DataLoaders, TfmdDL
+from fastai.data.core import TfmdDL
 from fastai.data.transforms import Category, ItemTransform, Transform
 from fastai.torch_core import TensorCategory, TensorImage
 from fastai.vision.data import show_batch  # noqa: F401  (its grid of images for TensorImage batches)
 from torch import Tensor
-from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
+from .augment import PadCropFlip
 from .config import AUGMENTS
 from .ranks import rank
 
-__all__ = ["AUGMENTS", "ImageTensors", "PadCropFlip", "NormalizeBytes", "ClassNames", "TensorDL", "augment_batch",
-           "balanced_order", "make_dataloaders"]
-
-
-def augment_batch(
-    x: Tensor,  # (B, C, H, W) uint8 (or any dtype) images on any device
-    pad: int,  # random-crop padding in pixels: a shift of up to `pad` each way, zero fill; 0 for none
-    flip: bool,  # flip each image horizontally with probability 1/2
-    generator: torch.Generator | None = None,  # on x's device: the randomness, for reproducible batches
-) -> Tensor:  # (B, C, H, W), same dtype and device; channels-last strides after a crop
-    "Pad-and-random-crop plus horizontal flip for a whole batch at once: no per-image Python, no host sync."
-    B, C, H, W = x.shape
-    dev = x.device
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
-        ox = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
-        rows = (oy + torch.arange(H, device=dev))[:, :, None]  # (B, H, 1)
-        cols = (ox + torch.arange(W, device=dev))[:, None, :]  # (B, 1, W)
-        b = torch.arange(B, device=dev)[:, None, None]
-        x = xp[b, :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) gathered -> (B, C, H, W)
-    if flip:
-        m = torch.rand(B, device=dev, generator=generator) < 0.5
-        x = torch.where(m[:, None, None, None], x.flip(3), x)
-    return x
+__all__ = ["AUGMENTS", "ImageTensors", "NormalizeBytes", "ClassNames", "TensorDL", "balanced_order"]
 
 
 def balanced_order(
@@ -117,26 +92,6 @@ class ImageTensors(TensorDataset):
 
     def new_empty(self) -> ImageTensors:
         return ImageTensors(self.x[:0].cpu(), self.y[:0].cpu())
-
-
-class PadCropFlip(ItemTransform):
-    "The paper's augmentation on a whole batch on its device: pad-and-random-crop, then a random horizontal flip."
-
-    order = 10
-
-    def __init__(
-        self,
-        pad: int,  # crop padding in pixels; 0: no crop
-        flip: bool,  # flip half of the images
-    ):
-        self.pad, self.flip = pad, flip
-        self.generator: torch.Generator | None = None  # set by `TensorDL` for each epoch
-
-    def encodes(self, b):
-        x, *ys = b
-        if self.generator is None:  # outside a pass (fastai's `_one_pass` types a batch): nothing to draw from
-            return (x, *ys)
-        return (augment_batch(x, self.pad, self.flip, self.generator), *ys)
 
 
 class NormalizeBytes(ItemTransform):
@@ -303,7 +258,7 @@ class TensorDL(TfmdDL):
         return to_detach(b, cpu, gather=False)
 
     def retain(self, res, b):
-        return res  # batches are plain tensors: no fastai types to carry over (and ~0.1 ms a batch saved)
+        return res  # batches are plain tensors: no fastai types to carry over (and fastai's per-batch cost saved)
 
     def do_item(self, s):
         return 0 if s is None else s  # an index: fastai's `_one_pass` types a batch of one
@@ -327,7 +282,7 @@ class TensorDL(TfmdDL):
             dataset = self.images(dataset)
         res = (cls or type(self))(self.dataset if dataset is None else dataset,
                                   **{**{k: getattr(self, k) for k in self._settings}, **kwargs})
-        if hasattr(self, "_n_inp"):
+        if hasattr(self, "_n_inp"):  # fastai's typing of the batches (private, no accessor): the same for a copy
             res._n_inp, res._types = self._n_inp, self._types
         return res
 
@@ -338,42 +293,3 @@ class TensorDL(TfmdDL):
         c, h, w = self.x.shape[1:]
         x = decode_images(list(items), (h, w), c)
         return ImageTensors(x, torch.zeros(len(x), dtype=torch.long))
-
-
-def check_balanced(balanced: bool, data) -> None:
-    "Class-balanced batches are drawn by `TensorDL` alone: streamed data is refused before anything is written."
-    if balanced and not data.in_memory:
-        raise ValueError("class-balanced batches (--balanced) need the data in memory; these images are streamed "
-                         "(--in-memory yes forces memory)")
-
-
-def make_dataloaders(
-    data,  # the decoded images (`fastgr.data.ImageData`)
-    train_y: Tensor | np.ndarray | None = None,  # (N,) labels to train on (noisy ones); data.train_y if None
-    bs: int = 128,  # batch size
-    device: torch.device | str = "cpu",  # where batches are made and the model trains
-    seed: int = 0,  # seed of shuffling and augmentation
-    augment: str | None = None,  # crop+flip, crop or none; the data's own choice if None
-    channels_last: bool = False,  # channels-last batches (GPU)
-    stats: tuple[Sequence[float], Sequence[float]] | None = None,  # per-channel (mean, std) in [0, 1] units to
-    # normalise with (a pretrained model's); the data's own if None
-    balanced: bool = False,  # class-balanced training batches of `train_y` (`balanced_order`); in-memory data only
-) -> DataLoaders:
-    "fastai `DataLoaders` of a training `TensorDL` (shuffled, augmented) and a held-out one (neither)."
-    y = data.train_y if train_y is None else torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    mean, std = stats if stats is not None else data.channel_stats()
-    check_balanced(balanced, data)
-    if not data.in_memory:  # files streamed from disk (`fastgr.stream`)
-        from .stream import StreamDL, default_workers
-
-        common = dict(vocab=data.classes, size=data.img_size, channels=data.channels, mean=mean, std=std,
-                      device=device, seed=seed, num_workers=default_workers(device), channels_last=channels_last)
-        train = StreamDL(list(zip(data.train_paths, y.tolist())), bs=bs, shuffle=True, drop_last=len(y) > bs,
-                         augment=augment or data.augment, **common)
-        valid = StreamDL(list(zip(data.valid_paths, data.valid_y.tolist())), bs=max(bs, 256), **common)
-        return DataLoaders(train, valid, device=device)
-    common = dict(mean=mean, std=std, device=device, seed=seed, channels_last=channels_last, vocab=data.classes)
-    train = TensorDL(ImageTensors(data.train_x, y), bs, shuffle=True, drop_last=len(y) > bs,
-                     augment=augment or data.augment, balanced=balanced, **common)
-    valid = TensorDL(ImageTensors(data.valid_x, data.valid_y), max(bs, 256), **common)
-    return DataLoaders(train, valid, device=device)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from pathlib import Path
 
 import timm
 import torch
@@ -16,8 +15,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CifarResNet", "CIFAR_DEPTHS", "create_model", "check_model", "create_finetune_model", "model_stats",
-           "check_arch", "list_backbones", "has_pretrained"]
+__all__ = ["CifarResNet", "CIFAR_DEPTHS", "create_model", "check_arch", "list_backbones", "has_pretrained"]
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
@@ -170,20 +168,43 @@ def check_arch(
     if pretrained and not has_pretrained(arch):
         raise ValueError(f"{arch} has no pretrained weights in timm; pass --no-pretrained")
     if pretrained:
-        create_model(arch, 2, 3, pretrained=True)  # fetches (or finds in the cache) the weights
+        fetch_pretrained(arch)
 
 
-def check_model(
-    arch: str,  # a timm model name
-    num_classes: int,  # classes of the task
-    in_chans: int,  # input channels
-    pretrained: bool = False,  # timm's pretrained weights
-    weights: str | Path | None = None,  # a local weights file (`create_finetune_model`)
+HUB = ("huggingface.co", 443)  # where timm's pretrained weights come from
+
+
+def hub_reachable(
+    timeout: float = 3.0,  # seconds to wait for a connection
+) -> bool:
+    "Whether the Hugging Face hub answers at all: one connection attempt, no retries."
+    import socket
+
+    try:
+        socket.create_connection(HUB, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def fetch_pretrained(
+    arch: str,  # a timm model name with pretrained weights
 ) -> None:
-    "Raise, naming the problem, if the run's model cannot be built: checked before a run folder changes."
-    check_arch(arch, pretrained and weights is None)
-    if weights is not None:
-        create_finetune_model(arch, num_classes, in_chans, weights)
+    """Make sure `arch`'s pretrained weights can be loaded: from the Hugging Face cache if they are there, else
+    downloaded. Offline and not cached, one line at once, where the hub's client would retry for a minute."""
+    from unittest import mock
+
+    try:
+        with mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", True):  # the cache alone: no request at all
+            create_model(arch, 2, 3, pretrained=True)
+        return
+    except Exception:  # noqa: BLE001 - not cached (or not from the hub): fetched below
+        pass
+    if not hub_reachable():
+        raise RuntimeError(f"could not fetch pretrained weights for {arch}: {HUB[0]} cannot be reached (offline?) "
+                           "and they are not in the Hugging Face cache; pass --weights FILE (a local copy), "
+                           "--no-pretrained, or fill the cache (HF_HOME) on a machine with internet access")
+    create_model(arch, 2, 3, pretrained=True)  # downloads them into the cache
 
 
 def create_model(
@@ -202,7 +223,7 @@ def create_model(
     except ValueError:
         raise
     except Exception as e:
-        if pretrained and _looks_offline(e):
+        if pretrained and looks_offline(e):
             raise RuntimeError(
                 f"could not fetch pretrained weights for {arch} (offline?): pass --no-pretrained, or fill the "
                 "Hugging Face cache (HF_HOME) on a machine with internet access"
@@ -210,105 +231,7 @@ def create_model(
         raise
 
 
-def create_finetune_model(
-    arch: str,  # a timm model name
-    num_classes: int,  # classes of the task
-    in_chans: int = 3,  # input channels (timm adapts a pretrained RGB stem to 1 channel)
-    weights: str | Path | None = None,  # a local checkpoint of `arch` (state dict, .pth/.pt or .safetensors); None:
-    # timm's pretrained weights (downloaded, or from the Hugging Face cache)
-) -> nn.Sequential:
-    """The model `vision_learner` builds for a timm backbone: `Sequential(body, head)`, the body pretrained (timm's
-    weights or `weights`) without its classifier, fastai's new head (`create_head`) on top, split in two by fastai's
-    `default_split` so that `Learner.freeze` trains the head (and every batch-norm layer) alone.
-
-    `weights` may also hold such a whole model (keys `0.` for the body, `1.` for the head: `learn.model.state_dict()`
-    of an earlier fine-tuning); its head must then have `num_classes` outputs. A file that does not fit is named,
-    with what does not fit, in a one-line `ValueError`."""
-    from fastai.vision.learner import create_timm_model
-
-    check_arch(arch)
-    whole = None
-    if weights is not None:
-        weights = Path(weights)
-        if not weights.is_file():
-            raise FileNotFoundError(2, "no such weights file", str(weights))
-        sd = _read_weights(weights)
-        if sd and all(k.split(".", 1)[0] in ("0", "1") for k in sd):
-            whole = sd  # a fastai body + head
-    elif not has_pretrained(arch):
-        raise ValueError(f"{arch} has no pretrained weights in timm; pass --no-pretrained, or --weights FILE")
-    # timm reads a local file itself (pretrained_cfg_overlay's "file"): the classifier dropped, the stem adapted
-    overlay = {"pretrained_cfg_overlay": {"file": str(weights)}} if weights is not None and whole is None else {}
-    try:
-        model, _ = create_timm_model(arch, num_classes, pretrained=whole is None, n_in=in_chans, **overlay)
-    except RuntimeError as e:
-        if weights is not None and "state_dict" in str(e):
-            raise ValueError(f"{weights} does not fit {arch}: {_mismatch(str(e))}") from None
-        if weights is None and _looks_offline(e):
-            raise RuntimeError(f"could not fetch pretrained weights for {arch} (offline?): pass --weights FILE, "
-                               "--no-pretrained, or fill the Hugging Face cache (HF_HOME)") from e
-        raise
-    except Exception as e:
-        if weights is None and _looks_offline(e):
-            raise RuntimeError(f"could not fetch pretrained weights for {arch} (offline?): pass --weights FILE, "
-                               "--no-pretrained, or fill the Hugging Face cache (HF_HOME)") from e
-        raise
-    if whole is not None:
-        out_w = [k for k, v in whole.items() if k.startswith("1.") and k.endswith(".weight") and v.ndim == 2]
-        if out_w and whole[out_w[-1]].shape[0] != num_classes:
-            raise ValueError(f"{weights} is a model for {whole[out_w[-1]].shape[0]} classes; the data has "
-                             f"{num_classes}")
-        try:
-            model.load_state_dict(whole)
-        except RuntimeError as e:
-            raise ValueError(f"{weights} does not fit {arch}: {_mismatch(str(e))}") from None
-    return model
-
-
-def _read_weights(path: Path) -> dict:
-    "A checkpoint's state dict, as timm reads one (safetensors or torch; nested state_dict/model keys unwrapped)."
-    from timm.models import load_state_dict
-
-    try:
-        sd = load_state_dict(str(path))
-    except Exception as e:  # noqa: BLE001 - any unreadable file means the same fix
-        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}): save a state dict with "
-                         "torch.save(model.state_dict(), path) or safetensors") from None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} holds no state dict of tensors")
-    return sd
-
-
-def _mismatch(message: str) -> str:
-    "torch's long load_state_dict error, summed up in one line."
-    import re
-
-    parts = []
-    for kind in ("Missing", "Unexpected"):
-        m = re.search(kind + r' key\(s\) in state_dict: ((?:"[^"]+"(?:, )?)+)', message)
-        if m:
-            keys = re.findall(r'"([^"]+)"', m.group(1))
-            parts.append(f"{len(keys)} {kind.lower()} key(s), e.g. {keys[0]}")
-    sizes = re.findall(r"size mismatch for (\S+): copying a param with shape torch.Size\((\[[^\]]*\])\) from "
-                       r"checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)", message)
-    if sizes:
-        k, a, b = sizes[0]
-        parts.append(f"{len(sizes)} shape mismatch(es), e.g. {k} is {a} in the file and {b} in the model")
-    return "; ".join(parts) or " ".join(message.split())[:200]
-
-
-def model_stats(
-    arch: str,  # a timm model name
-) -> tuple[list[float], list[float]] | None:
-    "The per-channel (mean, std) its pretrained weights expect, as `vision_learner` normalises; None if unknown."
-    cfg = timm.models.get_pretrained_cfg(arch) if hasattr(timm.models, "get_pretrained_cfg") else None
-    if cfg is None:
-        return None
-    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
-    return (list(mean), list(std)) if mean and std else None
-
-
-def _looks_offline(e: BaseException) -> bool:
+def looks_offline(e: BaseException) -> bool:
     names = {type(x).__name__ for x in _chain(e)}
     text = " ".join(str(x) for x in _chain(e)).lower()
     return bool(names & {"ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled", "URLError",

@@ -42,6 +42,8 @@ class NoisyLabels:
     rate: float = 0.0  # the rate asked for
     seed: int | None = None  # the seed of the draw
     meta: dict = field(default_factory=dict)  # anything else worth keeping (data source, class map)
+    truth_known: bool = True  # whether `true` is known to be right (a folder's own labels, trained on as they are,
+    # are not: `true` is then only a copy of `given`)
 
     def __post_init__(self):
         self.given = np.asarray(self.given, dtype=np.int64)
@@ -52,6 +54,10 @@ class NoisyLabels:
     @property
     def flipped(self) -> np.ndarray:  # (N,) bool: given label differs from the true one
         return self.given != self.true
+
+    @property
+    def truth(self) -> np.ndarray | None:  # (N,) int64: the true labels where they are known, else None
+        return self.true if self.truth_known else None
 
     @property
     def realised_rate(self) -> float:
@@ -181,6 +187,7 @@ def save_labels(
     write_json(path.with_name(path.name + ".json"), {
         "noise_type": noisy.noise_type, "rate": noisy.rate, "seed": noisy.seed,
         "realised_rate": noisy.realised_rate, "n": n, "classes": classes, **noisy.meta,
+        "truth_known": noisy.truth_known,
     })
     return path
 
@@ -193,7 +200,8 @@ def load_labels(
     path = Path(path)
     try:
         frame = pd.read_csv(path, dtype={"item": str, "true_label": str, "given_label": str,
-                                         "corrected_label": str})
+                                         "corrected_label": str, "original_label": str},
+                            keep_default_na=False, na_values=[""])  # class names as written, "NA" included
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable labels CSV ({type(e).__name__})") from None
     missing = [c for c in ("item", "given_label", "true_label") if c not in frame]
@@ -214,7 +222,8 @@ def load_labels(
     meta_path = path.with_name(path.name + ".json")
     meta = read_json(meta_path) if meta_path.exists() else {}
     noisy = NoisyLabels(encode("given_label"), encode("true_label"), meta.get("noise_type", "file"),
-                        float(meta.get("rate", 0.0)), meta.get("seed"), {"file": str(path)})
+                        float(meta.get("rate", 0.0)), meta.get("seed"), {"file": str(path)},
+                        bool(meta.get("truth_known", True)))
     corrected = encode("corrected_label") if "corrected_label" in frame else None
     return noisy, frame["item"].astype(str).tolist(), corrected
 
@@ -225,7 +234,7 @@ def training_labels(
     noise_type: str = "symmetric",  # symmetric, pairflip or asymmetric
     seed: int = 0,  # seed of the draw
     labels_file: str | Path | None = None,  # a noisy-label CSV to use instead of drawing
-) -> tuple[NoisyLabels, bool]:  # the labelling, and whether its true labels are known to be right
+) -> NoisyLabels:  # the labelling, and (`truth_known`) whether its true labels are known to be right
     "The labels a run trains on, with the truth beside them."
     y = data.train_y.numpy()
     if labels_file is not None:
@@ -240,7 +249,8 @@ def training_labels(
         if not np.array_equal(true, y):
             raise ValueError(f"{labels_file}: its true labels differ from the data's on "
                              f"{int((true != y).sum())} item(s); it was drawn for other data")
-        return NoisyLabels(given, true, noisy.noise_type, noisy.rate, noisy.seed, {"file": str(labels_file)}), True
+        return NoisyLabels(given, true, noisy.noise_type, noisy.rate, noisy.seed, {"file": str(labels_file)},
+                           noisy.truth_known)
     if noise > 0:
-        return add_noise(y, noise, data.n_classes, noise_type, seed), True
-    return NoisyLabels(y, y, "none", 0.0, seed), data.labels_trusted
+        return add_noise(y, noise, data.n_classes, noise_type, seed)
+    return NoisyLabels(y, y, "none", 0.0, seed, truth_known=data.labels_trusted)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .data import ImageData
-from .images import IMAGE_EXTENSIONS, decode_files, find_unreadable
+from .images import IMAGE_EXTENSIONS, decode_files, find_unreadable, walk_images
 from .loader import ImageTensors, TensorDL
 
 __all__ = ["load_run_learner", "predict_with_learner", "predict_images", "image_files"]
@@ -103,7 +103,8 @@ def image_files(
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()))
+            found, broken = walk_images(p)  # linked folders followed, as training's listing does
+            out.extend(sorted(found + broken))  # a link to nothing is listed: it is skipped as unreadable, and said
         elif p.is_file():
             out.append(p)
         else:
@@ -152,7 +153,9 @@ def predict_images(
             cols[f"class_{j + 1}"] = [vocab[int(i)] for i in top_i[:, j]]
             cols[f"prob_{j + 1}"] = top_p[:, j].numpy().astype(np.float64)
         frames.append(pd.DataFrame(cols))
-    columns = ["item"] + [f"{n}_{j + 1}" for j in range(k) for n in ("class", "prob")]
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    if not frames:  # nothing predicted is not a result
+        raise ValueError(f"none of the {len(paths)} image file(s) could be read, e.g. {skipped[0][0]} "
+                         f"({skipped[0][1]})")
+    out = pd.concat(frames, ignore_index=True)
     out.attrs["skipped"] = skipped
     return out

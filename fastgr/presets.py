@@ -54,11 +54,10 @@ PAPER_SETTINGS: dict[tuple[int, float], Setting] = {
     (100, 0.6): Setting(0.5, 8.0, "CIFAR-100, r=0.6 (Table 10)", PRESET_WARMUP),
 }
 FIXED_DEFAULT = Setting(0.5, 8.0, "the paper's fixed default (Tables 4, 5, 8)", DEFAULT_WARMUP)
-# fastgr's default where no setting is given depends on the budget (BENCHMARKS.md, "Results across methods"). On
-# CIFAR-5k at 40% noise the fixed default beats lam 1 / beta 16 / warm-up 0.5 at 10, 20 and 30 epochs (by 9.8, 3.8,
-# 2.4 points: cross-entropy has not memorised yet, and a large spread only slows learning) and loses to it at 40
-# and 120 (1.2, 7.4 points), as on CIFAR-10N's human noise at 120 (1.1). Epochs, not steps: memorising a wrong
-# label takes passes over it.
+# fastgr's default where no setting is given depends on the budget: on short budgets cross-entropy has not
+# memorised yet and a large spread only slows learning; on long ones the large spread keeps the wrong labels
+# unfitted. Epochs, not steps: memorising a wrong label takes passes over it. The runs behind the threshold:
+# docs/design.md ("The default setting depends on the budget") and BENCHMARKS.md ("Results across methods").
 LONG_BUDGET_EPOCHS = 40
 LONG_DEFAULT = Setting(1.0, 16.0, f"fastgr's default from {LONG_BUDGET_EPOCHS} epochs: the paper's CIFAR-10 r=0.4 "
                        "row (Table 3) with fastgr's warm-up", PRESET_WARMUP)

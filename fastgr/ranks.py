@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported where used: the CLI reads the launch's si
     import torch
 
 __all__ = ["world_size", "group_size", "rank", "is_main", "processes", "rank_device", "backend_device",
-           "check_agree", "world_sum", "world_gather", "sharded_training"]
+           "check_agree", "world_sum", "world_gather"]
 
 
 def world_size() -> int:
@@ -142,23 +142,3 @@ def world_gather(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t, device=dev) for _ in range(group_size())]
     dist.all_gather(parts, t.detach().to(dev).contiguous())
     return torch.cat(parts).to(t.device)
-
-
-@contextlib.contextmanager
-def sharded_training(
-    learn,  # a Learner whose model and loaders are on this rank's device
-) -> Iterator:
-    "Fit `learn` on every rank of the launch (`ShardedTrainer` for the length of the block); alone, as it is."
-    if world_size() <= 1:
-        yield learn
-        return
-    import torch
-
-    from .distributed import ShardedTrainer
-
-    trainer = ShardedTrainer(cuda=torch.device(learn.dls.device or "cpu").type == "cuda")
-    learn.add_cb(trainer)
-    try:
-        yield learn
-    finally:
-        learn.remove_cb(trainer)

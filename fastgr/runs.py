@@ -23,11 +23,13 @@ import pandas as pd
 import torch
 
 from .files import TMP_SUFFIX, atomic_path, read_json, write_json, write_text
+from .record import RunRecord
 from .report import Reporter
 
 __all__ = ["RunFolder", "Reporter", "RunExistsError", "RunLockedError", "OWNED_FILES", "LOCK_NAME"]
 
 LOCK_NAME = ".fastgr.lock"
+RECORD = "config.json"  # the run's record (`RunRecord`), written first
 # what `--overwrite` removes: every file a run (or `fastgr correct` on it) writes; other files stay
 OWNED_FILES = (
     "config.json", "metrics.csv", "labels.csv", "labels.csv.json", "summary.json", "result.json", "checkpoint.pth",
@@ -131,6 +133,8 @@ class RunFolder:
                         d.rmdir()
 
     def _lock(self) -> None:
+        # not the `filelock` package: the refusal names the process that holds the folder, and filelock up to 3.29
+        # truncates the lock file at every attempt, the holder's pid with it (its issue #591, fixed in July 2026)
         lock = self.path / LOCK_NAME
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         try:
@@ -197,6 +201,20 @@ class RunFolder:
         if not self.writes:
             return self.path / name
         return write_json(self.path / name, obj)
+
+    def read_record(self) -> RunRecord:
+        "The run's `config.json`, typed; a folder without one is named as not a run."
+        if not self.has(RECORD):
+            raise FileNotFoundError(2, "not a fastgr run (no config.json)", str(self.path / RECORD))
+        try:
+            return RunRecord.from_dict(self.read(RECORD))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{self.path / RECORD} is not a fastgr run record ({type(e).__name__}: {e}); restore it "
+                             "or start the run again with --overwrite") from None
+
+    def write_record(self, record: RunRecord) -> Path:
+        "The run's `config.json`, replaced atomically."
+        return self.write(RECORD, record.to_dict())
 
     def write_text(self, name: str, text: str) -> Path:
         if not self.writes:

@@ -12,32 +12,30 @@ it); the device's augmentation draws from the random generators that a run's che
 resumes with the same batches. The decoding workers live as long as the loader (`persistent_workers`, on by
 default): fastai's own iteration forks new ones every epoch.
 
-`TrimHostHeap`, the callback `gr_learner` adds when it trains from a `StreamDL` on the CPU, keeps the host's peak
-memory from growing with the number of files (BENCHMARKS.md, "Streamed data").
+`fastgr.hostmem.TrimHostHeap`, the callback `gr_learner` adds when it trains from a `StreamDL` on the CPU, keeps
+the host's peak memory from growing with the number of files (BENCHMARKS.md, "Streamed data").
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from fastai.callback.core import Callback
 from fastai.data.core import Datasets, TfmdDL
 from fastai.data.transforms import Categorize, IntToFloatTensor, ItemGetter, Normalize, ToTensor, Transform
 from fastai.torch_core import TensorImage, to_device
 from fastai.vision.augment import RandomResizedCropGPU, Resize
 from fastai.vision.core import PILImage, PILImageBW
 
+from .augment import FlipEach
 from .config import AUGMENTS
-from .loader import augment_batch
 
-__all__ = ["StreamDL", "OpenImage", "FitSquare", "TrimHostHeap", "BatchJobs", "FlipEach", "PRESIZE", "MIN_SCALE",
-           "default_workers"]
+__all__ = ["StreamDL", "OpenImage", "FitSquare", "BatchJobs", "UnreadableFileWarning", "PRESIZE",
+           "MIN_SCALE", "default_workers"]
 
 PRESIZE = 1.25  # training images are decoded at this many times the image size, then crops are drawn on the device
 MIN_SCALE = 0.35  # the smallest area of a training crop, as a fraction of the (presized) image
@@ -86,18 +84,6 @@ class FitSquare(Transform):
         return type(im).create(fit_square(im, self.size))
 
 
-class FlipEach(Transform):
-    """Each training image flipped left-right with probability 1/2, pixel for pixel (`augment_batch`'s flip: one
-    `torch.where`, the draw on the batch's device). fastai's `Flip` draws the same but warps the whole batch through
-    an affine grid and a bilinear `grid_sample`: 0.98 ms of host time for 128 tiny images against 0.12, and 3.0 ms
-    against 0.50 for 128 of 32 px on two CPU threads (`bench/flip_cost.py`; BENCHMARKS.md, "Streamed data")."""
-
-    split_idx, order = 0, 30  # training batches only; with the crop, as fastai's `Flip`
-
-    def encodes(self, x: TensorImage):
-        return augment_batch(x, 0, True)
-
-
 class ChannelsLast(Transform):
     "The batch's images in channels-last strides, as `TensorDL` hands them out on a GPU (the values unchanged)."
 
@@ -107,10 +93,15 @@ class ChannelsLast(Transform):
         return x.contiguous(memory_format=torch.channels_last)
 
 
+class UnreadableFileWarning(UserWarning):
+    "An image file that was read when the run started could not be read while training: it was skipped."
+
+
 class BatchJobs(torch.utils.data.Dataset):
     """A `StreamDL`'s batches, made where they are asked for (a decoding worker or the main process): job
     `(key, indices)` is those items opened, resized and collated as fastai's loader does, their random draws seeded
-    with `key` (the caller's `random` state is left as it was). None where every item was skipped."""
+    with `key` (the caller's `random` state is left as it was), with the indices of the items kept (an unreadable
+    file is skipped). None where every item was skipped."""
 
     def __init__(self, dl):  # the StreamDL (a worker holds its own copy)
         self.dl = dl
@@ -120,8 +111,12 @@ class BatchJobs(torch.utils.data.Dataset):
         state = random.getstate()
         random.seed(key)
         try:
-            items = [o for o in map(self.dl.do_item, idxs) if o is not None]
-            return self.dl.do_batch(items) if items else None
+            before = len(self.dl.unreadable)
+            made = [(i, o) for i, o in zip(idxs, map(self.dl.do_item, idxs)) if o is not None]
+            failed = self.dl.unreadable[before:]  # files that could not be read now (made in a worker: sent back)
+            if not made:
+                return None, None, failed
+            return self.dl.do_batch([o for _, o in made]), torch.tensor([i for i, _ in made], dtype=torch.long), failed
         finally:
             random.setstate(state)
 
@@ -195,6 +190,10 @@ class StreamDL(TfmdDL):
                          device=device, after_item=after_item, after_batch=after_batch,
                          persistent_workers=persistent_workers, **kwargs)
         self._pool, self._jobs = None, EpochJobs()
+        self.persistent_workers = persistent_workers
+        self.unreadable: list[tuple[str, str]] = []  # files that failed while training (changed since verified)
+        self.epoch_indices: torch.Tensor | None = None  # the pass's order
+        self.batch_idx: torch.Tensor | None = None  # the last batch's dataset indices (kept workers only)
         if device is not None:
             self.to(device)  # the normalisation's statistics too
         if len(self.dataset):
@@ -220,25 +219,50 @@ class StreamDL(TfmdDL):
         # fastai draws a new order generator from the last one; here it is a function of (seed, epoch)
         self.rng = random.Random((self.seed * 1_000_003 + self.epoch) % (2**63))
 
+    def do_item(self, s):
+        try:
+            return super().do_item(s)
+        except Exception as e:  # noqa: BLE001 - a file verified when the run started, unreadable now: skipped
+            from .images import unreadable_reason
+
+            path, why = str(self.items[s or 0][0]), unreadable_reason(e)
+            if not any(p == path for p, _ in self.unreadable):
+                self.unreadable.append((path, why))
+                warnings.warn(f"skipped {path}: it could not be read now ({why}), though it was when the run "
+                              "started", UnreadableFileWarning, stacklevel=2)
+            return None
+
+    def get_idxs(self):
+        idxs = super().get_idxs()
+        self.epoch_indices = torch.as_tensor(idxs, dtype=torch.long)  # public, as `TensorDL`'s
+        return idxs
+
+    def before_iter(self):
+        super().before_iter()
+        self.batch_idx = None
+
     def after_iter(self):
         super().after_iter()
         self.epoch += 1
 
     def __iter__(self):
-        if not self.fake_l.persistent_workers:
+        if not self.persistent_workers:
             yield from super().__iter__()  # fastai's: new workers every pass, fed its order when forked
             return
+        # fastai's `DataLoader.__iter__`, step for step, but the batches come from workers that are kept (`_made`)
         self.randomize()
         self.before_iter()
         idxs = self.get_idxs()
-        self._DataLoader__idxs = idxs  # where fastai keeps a pass's order (`fastgr.telemetry.batch_indices`)
         chunks = [idxs[k : k + self.bs] for k in range(0, len(idxs), self.bs)]
         if self.drop_last and chunks and len(chunks[-1]) < self.bs:
             chunks.pop()
         jobs = [(f"{self.seed}/{self.epoch}/{k}", list(c)) for k, c in enumerate(chunks)]
-        for b in self._made(jobs):
+        for made in self._made(jobs):
+            b, kept, failed = made
+            self.unreadable += [f for f in failed if f not in self.unreadable]  # a worker's, told here
             if b is None:
                 continue
+            self.batch_idx = kept
             if self.pin_memory and type(b) is list:  # pinning turns tuples into lists
                 b = tuple(b)
             if self.device is not None:
@@ -248,14 +272,16 @@ class StreamDL(TfmdDL):
 
     def _made(self, jobs):
         "The jobs' batches, in order: from the worker pool, started at the first pass and kept, or made here."
-        workers = self.fake_l.num_workers  # 0 under fastai's `no_multiproc` (`one_batch`) too
+        # fastai keeps the worker count in its `_FakeLoader`, where `no_multiproc` (`one_batch`) sets it to 0 for a
+        # while: read there, not from `num_workers` (which fastai's DataLoader answers with 1)
+        workers = self.fake_l.num_workers
         if workers == 0:
             return map(BatchJobs(self).__getitem__, jobs)
         if self._pool is None or self._pool.num_workers != workers:
             self._pool = torch.utils.data.DataLoader(
                 BatchJobs(self), batch_size=None, sampler=self._jobs, num_workers=workers, collate_fn=as_made,
                 pin_memory=self.pin_memory, timeout=self.timeout, persistent_workers=True,
-                pin_memory_device=self.fake_l.pin_memory_device,
+                pin_memory_device=self.fake_l.pin_memory_device,  # fastai keeps it there only
                 # the workers' base seed from a generator of its own, not torch's: where a pass starts the pool
                 # (a resumed run starts it later) must not shift the draws that a checkpoint restores
                 generator=torch.Generator().manual_seed(self.seed))
@@ -278,33 +304,5 @@ class StreamDL(TfmdDL):
         settings = {k: getattr(self, k) for k in self._settings}
         # fastai keeps the worker count (and the loader's options) in its `_FakeLoader`: `self.num_workers` is 1
         settings.update(num_workers=self.fake_l.num_workers, pin_memory=self.pin_memory, timeout=self.timeout,
-                        persistent_workers=self.fake_l.persistent_workers)
+                        persistent_workers=self.persistent_workers)
         return (cls or type(self))(items, **{**settings, **{k: v for k, v in kwargs.items() if k in settings}})
-
-
-@functools.cache
-def malloc_trim():
-    "glibc's `malloc_trim(pad)`, or None where the C library has none (macOS, musl, Windows)."
-    try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:
-        return None
-
-
-class TrimHostHeap(Callback):
-    """After every `every`-th training step, hand the host heap's free pages back to the system (glibc's
-    `malloc_trim`). A CPU step's activations, tens of MB, come from glibc's heap once its dynamic mmap threshold has
-    risen past them, and freed there they stay resident, scattered among the small objects a streamed epoch
-    allocates: peak memory then grows with the folder (1.30x from 2,000 to 20,000 files). Trimming returns them at
-    no measured cost a step, where a fixed mmap threshold (`MALLOC_MMAP_THRESHOLD_`) costs 15-70% more time a step.
-    Does nothing where the C library has no `malloc_trim`."""
-
-    order = 100  # after every other callback's after_batch: the step's tensors are freed
-
-    def __init__(self, every: int = 1):  # trim after this many training steps
-        self.every = every
-
-    def after_batch(self):
-        trim = malloc_trim()
-        if self.training and trim is not None and self.learn.train_iter % self.every == 0:
-            trim(0)

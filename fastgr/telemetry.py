@@ -17,7 +17,7 @@ from fastai.torch_core import to_detach
 from .ranks import world_sum
 
 __all__ = ["StatColumns", "FitMonitor", "DeviceSmoothLoss", "SmoothLossOnDevice", "batch_indices", "is_fitting",
-           "fit_epoch", "training_table"]
+           "training_table"]
 
 
 def batch_indices(
@@ -27,13 +27,15 @@ def batch_indices(
 ) -> torch.Tensor:  # (n,) int64, on the loader's device for `TensorDL`; -1 where the indices cannot be known
     """Dataset indices of the batch a training step is on: the one place GR's examples and `FitMonitor` get them.
 
-    A loader that knows them exposes its last batch's indices as `batch_idx` (`fastgr.loader.TensorDL` does);
-    for fastai's own `DataLoader` they are its epoch order, cut into consecutive batches of `bs`."""
+    A loader that knows them exposes its last batch's indices as `batch_idx` and its pass's order as
+    `epoch_indices` (`fastgr.loader.TensorDL` and `fastgr.stream.StreamDL` do); otherwise they are the pass's order
+    cut into consecutive batches of `bs`."""
     idx = getattr(dl, "batch_idx", None)
     if isinstance(idx, torch.Tensor) and len(idx) == n:
         return idx
-    # fastai keeps an epoch's order only in this private attribute; it has no public accessor
-    order = getattr(dl, "_DataLoader__idxs", None)
+    order = getattr(dl, "epoch_indices", None)
+    if order is None:  # fastai's own DataLoader keeps a pass's order only in this private attribute: no accessor
+        order = getattr(dl, "_DataLoader__idxs", None)
     bs = getattr(dl, "bs", None) or n
     if isinstance(order, (list, tuple, torch.Tensor)):
         chunk = order[it * bs : it * bs + n]
@@ -50,14 +52,6 @@ def is_fitting(
     fastai's own test: its validation context turns the progress bar's `create_mbar` off, and `get_preds`
     adds a `gather_preds` callback."""
     return bool(getattr(learn, "create_mbar", True)) and not hasattr(learn, "gather_preds")
-
-
-def fit_epoch(
-    learn,  # a Learner inside a fit
-) -> int:
-    """The epoch being trained, counted over the whole training: the fits of `fastgr.learner.fit_schedule` (the
-    head's, then the whole model's) are one training, and it keeps the epochs of the fits before in `fit_offset`."""
-    return getattr(learn, "fit_offset", 0) + learn.epoch
 
 
 class StatColumns:

@@ -5,6 +5,7 @@ callback, writes each epoch's row and checkpoint into the phase's `RunFolder`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -17,19 +18,21 @@ import torch
 from fastai.callback.core import Callback
 from fastai.torch_core import get_random_states, set_random_states, set_seed
 
-from .callback import EmphasisCollapseWarning, GRCallback
 from .config import RunSettings, TrainConfig
 from .data import ImageData
+from .dataloaders import make_dataloaders
 from .dynamics import TrainingDynamics
+from .finetune import model_stats
 from .issues import ISSUES_FILE, rank_label_issues
-from .learner import fit_schedule, gr_learner, predict_probs, unwrapped
-from .loader import make_dataloaders
-from .models import model_stats
+from .learner import gr_learner, predict_probs, unwrapped
+from .monitor import EmphasisCollapseWarning, EmphasisMonitor
 from .noise import NoisyLabels
-from .ranks import rank_device, sharded_training
+from .ranks import rank_device, world_size
 from .report import Reporter
 from .runs import RunFolder
-from .telemetry import FitMonitor, fit_epoch
+from .schedule import fit_epoch, fit_schedule, training_span
+from .stream import UnreadableFileWarning
+from .telemetry import FitMonitor
 
 __all__ = ["PhaseResult", "RunLog", "TrainingDiverged", "train_phase"]
 
@@ -101,7 +104,7 @@ class RunLog(Callback):
     def before_fit(self):
         # the logged train_loss is a moving average over batches, restarted by every fit: a resumed fit continues
         # it, unless the checkpoint closed the fit before (a fine-tuning cut after its head's epochs)
-        if self._smooth_loss is not None and getattr(self.learn, "fit_offset", 0) < self._restored:
+        if self._smooth_loss is not None and training_span(self.learn).offset < self._restored:
             sl = self.learn.recorder.smooth_loss
             sl.val, sl.count = self._smooth_loss
         self._smooth_loss = None
@@ -168,8 +171,7 @@ def train_phase(
     cfg: TrainConfig,  # the run's config (model, schedule, seed)
     resolved: RunSettings,  # what it resolved to (device, GR's setting)
     data: ImageData,  # the decoded data
-    labels: NoisyLabels,  # the labels to train on (`given`) and the truth
-    truth_known: bool,  # whether `labels.true` is the truth
+    labels: NoisyLabels,  # the labels to train on (`given`) and the truth (where `labels.truth_known`)
     reporter: Reporter,  # told of progress
     name: str,  # the phase's name for the reporter
     light: bool = False,  # a tuning run: no exported learner, examples or plots
@@ -191,7 +193,7 @@ def train_phase(
               warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss=cfg.loss, mixup=cfg.mixup)
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, weights=cfg.weights, lr=cfg.lr,
                        wd=cfg.wd,
-                       amp=resolved.amp, compile=cfg.compile, true_labels=labels.true if truth_known else None,
+                       amp=resolved.amp, compile=cfg.compile, true_labels=labels.truth,
                        record_examples=not light, record_dynamics=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
     reporter.phase(name, cfg.total_epochs, start)
@@ -199,24 +201,47 @@ def train_phase(
         with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EmphasisCollapseWarning)
             warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
-            with sharded_training(learn):  # every rank of a launch; alone, as it is
+            with _sharded(learn):  # every rank of a launch; alone, as it is
                 fit_schedule(learn, cfg.epochs, cfg.lr, cfg.finetune, cfg.head_epochs, start_epoch=start)
         for w in caught:  # the reporter (the CLI: in red) and then Python's own warning machinery
             if issubclass(w.category, EmphasisCollapseWarning):
                 reporter.note(str(w.message), "error")
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return _finish(folder, learn, log, labels, truth_known, light, resolved, data)
+            if not issubclass(w.category, UnreadableFileWarning):  # said once, below, with the count
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        _report_unreadable(folder, learn.dls.train, reporter)
+    return _finish(folder, learn, log, labels, light, resolved, data)
 
 
-def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_known: bool, light: bool,
-            resolved: RunSettings, data: ImageData) -> PhaseResult:
+def _report_unreadable(folder: RunFolder, dl, reporter: Reporter) -> None:
+    "Files that were read when the run started but not while it trained (changed on disk): skipped, counted, listed."
+    failed = getattr(dl, "unreadable", None) or getattr(getattr(dl, "dl", None), "unreadable", None) or []
+    if not failed:
+        return
+    reporter.note(f"skipped {len(failed)} image file(s) that could not be read while training, e.g. {failed[0][0]} "
+                  f"({failed[0][1]}); listed in skipped.txt", "warn")
+    top = folder.top
+    old = (top / "skipped.txt").read_text() if top.has("skipped.txt") else ""
+    top.write_text("skipped.txt", old + "".join(f"{p}\t{r}\n" for p, r in failed if f"{p}\t" not in old))
+
+
+def _sharded(learn):
+    "Fit on every rank of a launch of several processes (`fastgr.distributed`, which needs accelerate); alone, as is."
+    if world_size() <= 1:
+        return contextlib.nullcontext(learn)
+    from .distributed import sharded_training
+
+    return sharded_training(learn)
+
+
+def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, light: bool, resolved: RunSettings,
+            data: ImageData) -> PhaseResult:
     t0 = time.perf_counter()
     probs = predict_probs(learn)
     pred = probs.argmax(1).numpy()
     rows = log.rows
     accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
     ess = [r["gr_ess"] for r in rows if r.get("gr_ess") is not None]
-    gr = next((cb for cb in learn.cbs if isinstance(cb, GRCallback)), None)
+    gr = next((cb for cb in learn.cbs if isinstance(cb, EmphasisMonitor)), None)  # GR's weights, epoch by epoch
     holdout_pred = None
     if light:  # written before result.json: a finished candidate read back on resume has it too
         holdout_pred = predict_probs(learn, learn.dls.valid).argmax(1).numpy()
@@ -240,19 +265,19 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, truth_kn
             aum, mean_p = dyn.values()  # on every rank: the sums are added over the ranks
         if dyn is not None and folder.writes:
             folder.write_csv(ISSUES_FILE, rank_label_issues(labels.given, probs, aum, mean_p, data.train_items,
-                                                            data.classes, labels.true if truth_known else None))
+                                                            data.classes, labels.truth))
         model, learn.model = learn.model, unwrapped(learn.model)  # the model itself, not a compiled wrapper
         try:
             folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics))
         finally:
             learn.model = model
         if folder.writes:
-            _plots(folder, rows, examples, resolved, truth_known)
+            _plots(folder, rows, examples, resolved, labels.truth_known)
     log.elapsed += time.perf_counter() - t0
     result = PhaseResult(
         test_accuracy_final=accs[-1] if accs else None, test_accuracy_best=max(accs) if accs else None,
         train_accuracy_given=float((pred == labels.given).mean()),
-        train_accuracy_true=float((pred == labels.true).mean()) if truth_known else None,
+        train_accuracy_true=float((pred == labels.true).mean()) if labels.truth_known else None,
         epochs=len(rows), ess_final=ess[-1] if ess else None, ess_min=min(ess) if ess else None,
         emphasis_collapse_epochs=len(gr.collapsed_epochs) if gr is not None else 0,
         seconds=round(log.elapsed, 2), probs=probs, holdout_pred=holdout_pred, examples=examples)

@@ -11,7 +11,7 @@ import torch
 from fastgr.cli import app
 from typer.testing import CliRunner
 
-from fastgr import GRCallback
+from fastgr import EmphasisMonitor, GRCallback
 from fastgr.files import write_json
 from tests.test_callback import fit, linear_problem, make_learner
 
@@ -31,9 +31,9 @@ def test_two_gr_callbacks_and_bad_collapse_thresholds_are_refused():
     with pytest.raises(ValueError, match="a Learner takes one GRCallback"):
         fit(learn)
     with pytest.raises(ValueError, match=r"ess_threshold is a fraction of the batch in \(0, 1\]"):
-        GRCallback(ess_threshold=-1)
+        EmphasisMonitor(ess_threshold=-1)
     with pytest.raises(ValueError, match="collapse_steps a whole number >= 1"):
-        GRCallback(collapse_steps=0)
+        EmphasisMonitor(collapse_steps=0)
 
 
 def test_correct_without_the_runs_labels_refuses_to_guess(tmp_path, image_folder):
@@ -126,7 +126,9 @@ def test_every_pil_mode_decodes_faithfully(tmp_path):
     pd.DataFrame(rows, columns=["path", "label"]).assign(is_valid=[0, 0, 0, 0, 1, 1]).to_csv(tmp_path / "d.csv",
                                                                                           index=False)
     data = load_csv(tmp_path / "d.csv", img_size=6)
-    assert data.channels == 1  # the first image decides: 16-bit grayscale, so every image is decoded to L
+    # colour modes among them (RGBA, CMYK, palette): RGB, each gray image's value in all three channels; the first
+    # image (16-bit grayscale) no longer decides for every other (docs/troubleshooting.md)
+    assert data.channels == 3
     x = torch.cat([data.train_x, data.valid_x])
     assert int(x.min()) >= 155 and int(x.max()) <= 157, x.float().mean((1, 2, 3))
     assert [p for p, _ in data.skipped] == [str(tmp_path / "float.tif")]
@@ -287,6 +289,28 @@ def test_an_80_column_terminal_shows_each_epochs_test_accuracy_in_full(monkeypat
     assert "0.8833" in text and "0.693" in text and "0.866" in text and "…" not in text
     assert "narrow terminal: some columns hidden" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_a_terminal_shows_the_phases_batches_with_the_time_left(monkeypatch):
+    "rich's progress bar under the table: the epoch, the phase's batches done of all, the time elapsed and left."
+    import io
+
+    from rich.console import Console
+
+    import cli.render as render
+
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=out, width=100, force_terminal=True, color_system=None))
+    rep = render.RichReporter()
+    rep.phase("train", 3, start=1)  # resumed: two epochs of 4 batches left
+    rep.batch(2, 4)
+    rep.live.refresh()
+    assert "epoch 2/3" in out.getvalue() and "2/8 batches" in out.getvalue() and "left" in out.getvalue()
+    rep.epoch({"epoch": 2, "test_acc": 0.5})
+    rep.batch(1, 4)
+    rep.live.refresh()
+    assert "epoch 3/3" in out.getvalue() and "5/8 batches" in out.getvalue()
+    rep.stop()
 
 
 def test_an_interrupted_run_says_so_once_with_a_resume_hint_that_pastes(tmp_path, image_folder, monkeypatch):

@@ -15,7 +15,7 @@ from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.optimizer import SGD, Adam
 from torch import nn
 
-from fastgr import GRCallback, effective_sample_size, emphasis_spread, gr_gradient, gr_terms
+from fastgr import EmphasisMonitor, GRCallback, effective_sample_size, emphasis_spread, gr_gradient, gr_terms
 from fastgr.noise import symmetric_noise
 
 
@@ -80,8 +80,8 @@ def test_one_sgd_step_moves_weights_by_minus_lr_GtX():
 def test_telemetry_columns_hold_the_epoch_means():
     x, y = linear_problem(n=24)
     grab = Grab()
-    gr = GRCallback(lam=0.5, beta=8)
-    learn = make_learner(x, y, bs=8, cbs=[gr, grab])
+    gr = EmphasisMonitor()  # the columns of GR's weights
+    learn = make_learner(x, y, bs=8, cbs=[GRCallback(lam=0.5, beta=8), gr, grab])
     user_metrics = list(learn.metrics)
     fit(learn, epochs=2)
     names = learn.recorder.metric_names
@@ -105,8 +105,8 @@ def test_telemetry_columns_hold_the_epoch_means():
 
 def test_records_every_training_example_of_the_last_epoch_with_its_dataset_index():
     x, y = linear_problem(n=40)
-    gr = GRCallback(record_examples=True)
-    learn = make_learner(x, y, bs=8, cbs=[gr], shuffle=True)
+    gr = EmphasisMonitor(record_examples=True)
+    learn = make_learner(x, y, bs=8, cbs=[GRCallback(), gr], shuffle=True)
     fit(learn, epochs=2)
     ex = gr.examples
     assert sorted(ex["idx"].tolist()) == list(range(40))  # each example once, shuffled order resolved
@@ -265,8 +265,8 @@ def test_validate_after_fit_returns_only_the_learners_own_metrics():
     from fastai.metrics import accuracy
 
     x, y = linear_problem(n=24)
-    gr = GRCallback()
-    learn = make_learner(x, y, bs=8, cbs=[gr])
+    gr = EmphasisMonitor()
+    learn = make_learner(x, y, bs=8, cbs=[GRCallback(), gr])
     learn.metrics = [accuracy]
     fit(learn, epochs=2)
     history = list(gr.history)

@@ -295,7 +295,10 @@ def test_bad_csvs(tmp_path, image_folder):
     r = run("train", bad, "--out", tmp_path / "a", code=1)
     assert "lacks the column(s) path, label" in error_line(r)
     rows = [(p.relative_to(image_folder).as_posix(), p.parent.name) for p in sorted(image_folder.rglob("*.png"))]
-    rows.append(("train/cat/train_000.png", "zebra"))
+    import shutil
+
+    shutil.copy(image_folder / "train" / "cat" / "train_000.png", image_folder / "stray.png")  # a row of its own
+    rows.append(("stray.png", "zebra"))
     csv = image_folder / "zebra.csv"
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(csv, index=False)
     r = run("train", csv, "--classes", "cat,dog,owl", "--out", tmp_path / "b", code=1)

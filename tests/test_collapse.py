@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from fastgr import (
     EmphasisCollapseWarning,
+    EmphasisMonitor,
     GRCallback,
     ce_gradient,
     effective_sample_size,
@@ -74,7 +75,7 @@ def test_warmup_gradient_equals_the_documented_schedule(mode):
     assert not torch.allclose(grab.grads[1][0], gr_gradient(z1, y1, 1.0, 16.0).T @ x1, atol=1e-4)
 
 
-def crafted_learner(rest_logit: float, gr: GRCallback, n: int = 64, c: int = 10):
+def crafted_learner(rest_logit: float, gr: GRCallback, monitor: EmphasisMonitor, n: int = 64, c: int = 10):
     """A Learner whose logits are fixed and crafted (one-hot inputs, a linear layer holding the logits, lr 0): in
     each batch of 32 one example sits at GR's focus p = 1/2 (lam 1), the others at p = softmax of `rest_logit`
     against nine zeros. With beta 200 the focus example carries its batch (ESS about 1/32)."""
@@ -82,7 +83,7 @@ def crafted_learner(rest_logit: float, gr: GRCallback, n: int = 64, c: int = 10)
     logits = torch.zeros(n, c)
     logits[:, 0] = rest_logit
     logits[::32, 0] = torch.log(torch.tensor(9.0))  # p = 9 / (9 + 9) = 1/2
-    learn = make_learner(torch.eye(n), y, bs=32, c=c, cbs=[gr])
+    learn = make_learner(torch.eye(n), y, bs=32, c=c, cbs=[gr, monitor])
     with torch.no_grad():
         learn.model.weight.copy_(logits.T)
         learn.model.bias.zero_()
@@ -92,19 +93,19 @@ def crafted_learner(rest_logit: float, gr: GRCallback, n: int = 64, c: int = 10)
 
 def test_collapse_warning_fires_on_crafted_logits_that_starve_training():
     # the rest at p = 1/(1 + 9 e^2) ~ 0.015, below chance: nothing is learnt and one example per batch counts
-    gr = GRCallback(lam=1.0, beta=200.0, collapse_steps=4)  # two epochs of two steps
+    gr = EmphasisMonitor(collapse_steps=4)  # two epochs of two steps
     with pytest.warns(EmphasisCollapseWarning, match="emphasis collapse: lower beta or lam, or use warm-up"):
-        crafted_learner(-2.0, gr)
+        crafted_learner(-2.0, GRCallback(lam=1.0, beta=200.0), gr)
     assert gr.collapsed_epochs == [0, 1]
     assert all(h["gr_ess"] == pytest.approx(1 / 32, rel=1e-2) and h["gr_mean_p"] < 0.2 for h in gr.history)
     # a starved start shorter than collapse_steps is not reported: healthy runs can begin like this
-    brief = GRCallback(lam=1.0, beta=200.0, collapse_steps=5)
+    brief = EmphasisMonitor(collapse_steps=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmphasisCollapseWarning)
-        crafted_learner(-2.0, brief)
+        crafted_learner(-2.0, GRCallback(lam=1.0, beta=200.0), brief)
     assert brief.collapsed_epochs == []
     # the rule replayed on per-epoch means: (gr_ess, gr_mean_p, steps); a fitted epoch breaks the streak
-    rule = GRCallback(collapse_steps=100)
+    rule = EmphasisMonitor(collapse_steps=100)
     starved, fitted = (0.2, 0.15, 40), (0.2, 0.5, 40)
     assert rule.collapsed_in([starved] * 3, 10) == [0, 1, 2]
     assert rule.collapsed_in([starved, starved, fitted, starved, starved], 10) == []
@@ -114,10 +115,10 @@ def test_collapse_warning_fires_on_crafted_logits_that_starve_training():
 def test_low_ess_on_fitted_labels_is_not_a_collapse():
     """The same concentrated weights, but the other examples fit their labels (p ~ 0.97): a warmed-up run
     that trains well can look like this (BENCHMARKS.md), so no warning."""
-    gr = GRCallback(lam=1.0, beta=200.0, collapse_steps=1)
+    gr = EmphasisMonitor(collapse_steps=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmphasisCollapseWarning)
-        crafted_learner(6.0, gr)
+        crafted_learner(6.0, GRCallback(lam=1.0, beta=200.0), gr)
     assert gr.collapsed_epochs == []
     assert all(h["gr_ess"] < 0.05 and h["gr_mean_p"] > 0.9 for h in gr.history)
     # the rule itself, at its thresholds: ESS below 0.3 of the batch and mean p below twice chance
@@ -127,8 +128,8 @@ def test_low_ess_on_fitted_labels_is_not_a_collapse():
 
 def test_collapse_warning_on_a_training_run_that_starves():
     x, y = linear_problem(n=64, c=4)
-    gr = GRCallback(lam=1.0, beta=1000.0, collapse_steps=6)
-    learn = make_learner(x, y, bs=32, cbs=[gr])
+    gr = EmphasisMonitor(collapse_steps=6)
+    learn = make_learner(x, y, bs=32, cbs=[GRCallback(lam=1.0, beta=1000.0), gr])
     with pytest.warns(EmphasisCollapseWarning, match="emphasis collapse"):
         fit(learn, epochs=3)
     assert gr.collapsed_epochs == [0, 1, 2]
@@ -139,15 +140,15 @@ def test_no_collapse_warning_on_a_healthy_run_or_during_warmup():
     x, y = linear_problem(n=64, c=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmphasisCollapseWarning)
-        healthy = GRCallback(lam=0.5, beta=8.0, collapse_steps=1)
-        fit(make_learner(x, y, bs=32, cbs=[healthy]), epochs=3)
+        healthy = EmphasisMonitor(collapse_steps=1)
+        fit(make_learner(x, y, bs=32, cbs=[GRCallback(lam=0.5, beta=8.0), healthy]), epochs=3)
         assert healthy.collapsed_epochs == [] and min(h["gr_ess"] for h in healthy.history) > 0.5
         # the same starving setting, but still warming up for the whole fit: nothing to report yet
-        warming = GRCallback(lam=1.0, beta=1000.0, warmup=1.0, collapse_steps=1)
-        fit(make_learner(x, y, bs=32, cbs=[warming]), epochs=2)
+        warming = EmphasisMonitor(collapse_steps=1)
+        fit(make_learner(x, y, bs=32, cbs=[GRCallback(lam=1.0, beta=1000.0, warmup=1.0), warming]), epochs=2)
         assert warming.collapsed_epochs == []
-        silenced = GRCallback(lam=1.0, beta=1000.0, ess_threshold=None)
-        fit(make_learner(x, y, bs=32, cbs=[silenced]), epochs=1)
+        silenced = EmphasisMonitor(ess_threshold=None)
+        fit(make_learner(x, y, bs=32, cbs=[GRCallback(lam=1.0, beta=1000.0), silenced]), epochs=1)
 
 
 def test_bad_warmup_settings():
@@ -185,7 +186,7 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
     from fastgr.noise import training_labels
 
     data = load_data("digits", 8, cfg.valid_pct, cfg.seed)
-    noisy, _ = training_labels(data, 0.4, "symmetric", cfg.seed, None)
+    noisy = training_labels(data, 0.4, "symmetric", cfg.seed, None)
     held = stratified_split(noisy.given, 0.25, cfg.seed)
     for i, row in table.iterrows():
         pred = pd.read_csv(tmp_path / "tune" / "tune" / f"{i:02d}" / "holdout_pred.csv")
@@ -198,7 +199,7 @@ def test_tuner_picks_the_best_of_a_grid(tmp_path):
 def test_tuning_chooses_cross_entropy_where_the_held_out_labels_say_gr_loses(tmp_path, monkeypatch):
     """A grid of a starving GR setting and CE (digits, 40% noise): the tuner picks CE, and `train --tune` then
     trains with CE, not GR, and says so."""
-    import fastgr.experiment
+    import fastgr.preparation
     from fastgr import TrainConfig, train_run, tune_run
 
     # 6 epochs: at 4, CE had barely begun to fit and its held-out figure hung on the CPU kind (0.265 on a Xeon,
@@ -213,7 +214,7 @@ def test_tuning_chooses_cross_entropy_where_the_held_out_labels_say_gr_loses(tmp
     with pytest.raises(ValueError, match="baseline among ce, ls, gce, sce"):
         tune_run(cfg, grid=[(0.5, 8.0), "focal"])
 
-    monkeypatch.setattr(fastgr.experiment, "TUNE_GRID", ((0.0, 1000.0, 0.0), "ce"))
+    monkeypatch.setattr(fastgr.preparation, "TUNE_GRID", ((0.0, 1000.0, 0.0), "ce"))
     notes = []
 
     class Notes(fastgr.Reporter):

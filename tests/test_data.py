@@ -5,8 +5,9 @@ import pytest
 import timm
 import torch
 
+from fastgr.augment import augment_batch
 from fastgr.data import load_data, load_digits, load_folder
-from fastgr.loader import ImageTensors, TensorDL, augment_batch
+from fastgr.loader import ImageTensors, TensorDL
 from fastgr.models import create_model
 from tests.conftest import make_image_folder
 

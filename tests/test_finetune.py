@@ -34,7 +34,7 @@ def cfg(data, weights, **kw):
 
 
 def test_weights_load_into_fastais_body_with_a_new_head(setup):
-    from fastgr.models import create_finetune_model
+    from fastgr.finetune import create_finetune_model
 
     data, path, state = setup
     model = create_finetune_model(ARCH, 3, 3, path)
@@ -56,8 +56,9 @@ def test_head_first_then_everything_with_discriminative_rates(setup):
 
     from fastgr import gr_learner
     from fastgr.data import load_data
+    from fastgr.dataloaders import make_dataloaders
     from fastgr.learner import fit_schedule
-    from fastgr.loader import make_dataloaders
+    from fastgr.schedule import training_span
 
     data, path, _ = setup
     dls = make_dataloaders(load_data(str(data)), bs=16)
@@ -75,7 +76,7 @@ def test_head_first_then_everything_with_discriminative_rates(setup):
 
         def after_train(self):
             m = self.model
-            seen.append(dict(epoch=self.epoch + self.learn.fit_offset, lrs=self.lrs,
+            seen.append(dict(epoch=self.epoch + training_span(self.learn).offset, lrs=self.lrs,
                              progress=self.learn.gr.progress(),
                              conv=not torch.equal(m[0].model.conv1[0].weight, self.conv0),
                              bn=not torch.equal(m[0].model.bn1.weight, self.bn0),
@@ -95,8 +96,8 @@ def test_head_first_then_everything_with_discriminative_rates(setup):
     assert body == pytest.approx(head / 100)
     # one warm-up over the three epochs of both fits: half of training, so 0, 2/3, then GR alone
     assert starts == pytest.approx([0.0, 2 / 3, 1.0])
-    assert [h["epoch"] for h in learn.gr.history] == [0, 1, 2]
-    assert not hasattr(learn, "fit_offset")  # a later fit is a training of its own
+    assert [h["epoch"] for h in learn.emphasis_monitor.history] == [0, 1, 2]
+    assert not hasattr(learn, "training_span")  # a later fit is a training of its own
 
 
 def test_finetune_run_resumes_across_the_two_fits(setup, tmp_path):
@@ -118,7 +119,7 @@ def test_finetune_run_resumes_across_the_two_fits(setup, tmp_path):
 
 
 def test_bad_weights_are_named_before_anything_is_written(setup, tmp_path):
-    from fastgr.models import create_finetune_model
+    from fastgr.finetune import create_finetune_model
 
     data, path, state = setup
     runner = CliRunner()

@@ -34,7 +34,7 @@ def mixed_folder(root, n=12, seed=0):
 
 
 def test_streamed_batches_hold_the_in_memory_pixels(tmp_path):
-    from fastgr.loader import make_dataloaders
+    from fastgr.dataloaders import make_dataloaders
 
     root = mixed_folder(tmp_path / "photos")
     mem, disk = load_data(root, img_size=24, in_memory="yes"), load_data(root, img_size=24, in_memory="no")
@@ -136,9 +136,9 @@ def test_streamed_cpu_training_trims_the_heap_after_every_training_step(tmp_path
     "gr_learner adds `TrimHostHeap` when it streams on the CPU (not in memory); it trims once per training step."
     from fastai.data.core import DataLoaders
 
-    import fastgr.stream as stream
+    import fastgr.hostmem as stream
+    from fastgr.dataloaders import make_dataloaders
     from fastgr.learner import gr_learner
-    from fastgr.loader import make_dataloaders
 
     calls = []
     monkeypatch.setattr(stream, "malloc_trim", lambda: calls.append)
@@ -171,8 +171,8 @@ def test_prediction_decodes_with_this_machines_workers_not_the_trainers(tmp_path
     from fastai.data.core import DataLoaders
 
     import fastgr.stream as stream
+    from fastgr.dataloaders import make_dataloaders
     from fastgr.learner import gr_learner
-    from fastgr.loader import make_dataloaders
     from fastgr.prediction import _probs
 
     root = mixed_folder(tmp_path / "photos", n=3)
@@ -265,7 +265,7 @@ def test_training_flips_each_image_or_leaves_it_pixel_for_pixel():
     "`FlipEach`: every training image is itself or its exact mirror, about half of them mirrored; held out: none."
     from fastai.torch_core import TensorImage
 
-    from fastgr.stream import FlipEach
+    from fastgr.augment import FlipEach
 
     torch.manual_seed(0)
     x = TensorImage(torch.rand(400, 3, 5, 7))
