@@ -31,6 +31,7 @@ from .optim import ForeachSGD
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
 from .ranks import rank, world_size
 from .schedule import fit_epoch, fit_schedule
+from .signals import NoiseSignals
 from .stream import StreamDL
 from .telemetry import FitMonitor, SmoothLossOnDevice
 
@@ -91,7 +92,8 @@ def gr_learner(
     compile: str | None = None,  # torch.compile the model in this mode (`config.COMPILE_MODES`); None: eager
     true_labels: Sequence[int] | torch.Tensor | None = None,  # (N,) true training labels: the fit of them too
     record_examples: bool = False,  # keep (index, label, p, weight) of GR's last epoch's examples (`EmphasisMonitor`)
-    record_dynamics: bool = False,  # every example's AUM and late p of its label (`fastgr.dynamics`), any loss
+    record_dynamics: bool = False,  # every example's AUM and late p of its label (`fastgr.dynamics`), and the
+    # per-epoch noise signals (`fastgr.signals`), any loss
     metrics=None,  # fastai metrics; `test_acc` (accuracy on the held-out split) if None
     mixup: float = 0.0,  # MixUp's alpha (fastai's MixUp) with a baseline loss; 0: none
     cbs: list[Callback] | None = None,  # more callbacks
@@ -135,7 +137,7 @@ def gr_learner(
         callbacks += [GRCallback(lam, beta, eps=eps, warmup=warmup, warmup_mode=warmup_mode),
                       EmphasisMonitor(record_examples=record_examples)]
     if record_dynamics:
-        callbacks.append(TrainingDynamics(len(dls.train.dataset)))
+        callbacks += [TrainingDynamics(len(dls.train.dataset)), NoiseSignals(len(dls.train.dataset))]
     if mixup:
         if loss == "gr":
             raise ValueError("GR with MixUp is refused: MixUp mixes labels into soft targets; use a baseline loss")

@@ -94,7 +94,8 @@ class ChannelsLast(Transform):
 
 
 class UnreadableFileWarning(UserWarning):
-    "An image file that was read when the run started could not be read while training: it was skipped."
+    """An image file that was read when the run started could not be read while training: skipped in training, a
+    blank image in its place where the loader predicts (the held-out set, the training set after training)."""
 
 
 class BatchJobs(torch.utils.data.Dataset):
@@ -230,7 +231,14 @@ class StreamDL(TfmdDL):
                 self.unreadable.append((path, why))
                 warnings.warn(f"skipped {path}: it could not be read now ({why}), though it was when the run "
                               "started", UnreadableFileWarning, stacklevel=2)
-            return None
+            if self.shuffle:  # training: the batch goes on without it
+                return None
+            # predicting: a blank image in its place, so that every prediction stays beside its own item
+            from PIL import Image
+
+            blank = Image.new("L" if self.channels == 1 else "RGB", (self.size, self.size))
+            return self.after_item(((PILImageBW if self.channels == 1 else PILImage).create(blank),
+                                    self.dataset.tls[1][s or 0]))
 
     def get_idxs(self):
         idxs = super().get_idxs()

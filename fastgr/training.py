@@ -31,6 +31,7 @@ from .ranks import rank_device, world_size
 from .report import Reporter
 from .runs import RunFolder
 from .schedule import fit_epoch, fit_schedule, training_span
+from .signals import NoiseSignals
 from .stream import UnreadableFileWarning
 from .telemetry import FitMonitor
 
@@ -268,7 +269,7 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, light: b
                                                             data.classes, labels.truth))
         model, learn.model = learn.model, unwrapped(learn.model)  # the model itself, not a compiled wrapper
         try:
-            folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics))
+            folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics, NoiseSignals))
         finally:
             learn.model = model
         if folder.writes:

@@ -211,12 +211,37 @@ def test_a_file_unreadable_mid_training_is_skipped_named_and_counted(tmp_path):
 
     images = make_image_folder(tmp_path / "imgs", per_class=4)
     items = [(p, 0) for p in sorted((images / "train" / "cat").iterdir())]
-    dl = StreamDL(items, ["cat"], 8, bs=4, num_workers=0)
+    dl = StreamDL(items, ["cat"], 8, bs=4, shuffle=True, num_workers=0)
     items[1][0].write_bytes(b"garbage now")
     with pytest.warns(UnreadableFileWarning, match="train_001.png: it could not be read now"):
         batches = list(dl)
     assert sum(len(y) for _, y in batches) == 3 and [p for p, _ in dl.unreadable] == [str(items[1][0])]
-    assert dl.batch_idx.tolist() == [0, 2, 3]  # the kept items' indices, for the per-example records
+    assert sorted(dl.batch_idx.tolist()) == [0, 2, 3]  # the kept items' indices, for the per-example records
+    # predicting (no shuffle): a blank image in its place, so that each prediction stays beside its own item
+    with pytest.warns(UnreadableFileWarning):
+        (x, y), = list(dl.new(shuffle=False))
+    assert len(y) == 4 and x[1].std() == 0 and x[0].std() > 0
+
+
+def test_a_streamed_run_says_which_files_it_skipped_while_training_and_lists_them(tmp_path):
+    from fastgr import Reporter
+
+    images = make_image_folder(tmp_path / "imgs", per_class=8)
+    victim = images / "train" / "owl" / "train_002.png"
+    notes = []
+
+    class Corrupting(Reporter):  # the file changes after the run verified it, before its first batch
+        def phase(self, name, epochs, start=0):
+            victim.write_bytes(b"garbage now")
+
+        def note(self, text, level="info"):
+            notes.append(text)
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(images), epochs=1, img_size=8, bs=4, loss="ce", in_memory="no")
+    train_run(cfg, out, reporter=Corrupting())  # decoded in a worker process, which tells the loader
+    assert any(n.startswith("skipped 1 image file(s) that could not be read while training") for n in notes)
+    assert str(victim) in (out / "skipped.txt").read_text()
 
 
 # -- 13. pretrained weights offline fail fast ---------------------------------------------------------
