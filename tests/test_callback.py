@@ -103,6 +103,17 @@ def test_telemetry_columns_hold_the_epoch_means():
     assert list(learn.metrics) == user_metrics
 
 
+def test_the_monitor_changes_no_gradient():
+    "GR with its EmphasisMonitor (columns, collapse rule, examples) trains the same weights as GR alone."
+    x, y = linear_problem(n=32)
+    alone = make_learner(x, y, bs=8, cbs=[GRCallback(lam=1, beta=16)])
+    watched = make_learner(x, y, bs=8, cbs=[GRCallback(lam=1, beta=16), EmphasisMonitor(record_examples=True)])
+    fit(alone, epochs=3)
+    fit(watched, epochs=3)
+    assert torch.equal(alone.model.weight, watched.model.weight) and torch.equal(alone.model.bias, watched.model.bias)
+    assert len(watched.emphasis_monitor.history) == 3 and not hasattr(alone, "emphasis_monitor")
+
+
 def test_records_every_training_example_of_the_last_epoch_with_its_dataset_index():
     x, y = linear_problem(n=40)
     gr = EmphasisMonitor(record_examples=True)
