@@ -73,8 +73,11 @@ COLUMNS = {  # key: (column label, the flags that differ from the case's)
     "gr116": ("GR 1/16/0.5", dict(lam=1.0, beta=16.0, warmup=0.5)),
     "preset": ("GR --preset", dict(preset=True)),
     "tune": ("GR --tune", dict(tune=True)),
+    # the automatic setting (`--auto`, fastgr.handover): cross-entropy until the run starts to memorise, then GR
+    "auto": ("GR --auto", dict(auto=True)),
 }
-CURVES = ("test_acc", "train_acc_given", "train_acc_true")
+# the noise signals (fastgr.signals) too: the evidence the automatic handover decides on
+CURVES = ("test_acc", "train_acc_given", "train_acc_true", "noise_cl", "noise_aum", "memorised", "gr_share")
 OUT = Path("bench/results/budget_sweep.json")
 SEEDS_OUT = Path("bench/results/budget_seeds.json")  # the runs with a seed other than the protocol's 0
 
@@ -114,7 +117,7 @@ def run_one(case: str, epochs: int | None, column: str, root: Path, keep: bool, 
     s["device"] = config["resolved"]["device"]  # a GPU's row says so
     s["cpu"] = config["versions"].get("cpu")  # seeded CPU runs agree to the digit only on one kind of CPU
     m = pd.read_csv(out / "metrics.csv")
-    s["curves"] = {c: [round(float(v), 4) for v in m[c]] for c in CURVES if c in m}
+    s["curves"] = {c: [None if pd.isna(v) else round(float(v), 4) for v in m[c]] for c in CURVES if c in m}
     s.update(held_out_counts(out, cfg, s["test_accuracy_final"], s["device"]))
     return s
 

@@ -102,6 +102,9 @@ def train(
                                 "rate and class count); tuned for long schedules."),
     tune: bool = typer.Option(DEFAULTS.tune, "--tune", help="First pick lam and beta on held-out noisy training "
                               "labels (`fastgr tune`), then train with them."),
+    auto: bool = typer.Option(DEFAULTS.auto, "--auto", help="GR's automatic setting (experimental): cross-entropy "
+                              "until the network starts to fit the labels it contradicted, then GR (lam 1, beta 16) "
+                              "blended in."),
     warmup: Warmup = DEFAULTS.warmup,
     warmup_mode: WarmupModeOpt = WarmupMode(DEFAULTS.warmup_mode),
     eps: Eps = DEFAULTS.eps,

@@ -11,9 +11,11 @@ from fastai.callback.mixup import MixHandler
 from fastai.callback.training import GradientAccumulation
 
 from .gradient import NON_FINITE, REFERENCE_EPS, GRTerms, check_settings, gr_terms
-from .presets import WARMUP_MODES
+from .handover import Handover
+from .presets import AUTO, WARMUP_MODES
 from .ranks import group_size
 from .schedule import fit_epoch, training_progress
+from .signals import NoiseSignals
 from .telemetry import is_fitting
 
 __all__ = ["GRCallback", "WARMUP_MODES"]
@@ -50,6 +52,11 @@ class GRCallback(Callback):
     (`learn.distrib_ctx()`, torchrun, accelerate) the weights are normalised over the global batch. The step's terms
     (weights, p_i, gradient: `GRTerms`) are published as `terms` for callbacks ordered after it, such as
     `fastgr.monitor.EmphasisMonitor`, which turns them into the training table's columns and the collapse warning.
+
+    With neither `lam` nor `beta` the setting is automatic (`fastgr.handover`): cross-entropy until the run's own
+    signals say the network starts to fit the labels it contradicted, then GR (lam 1, beta 16) blended in. Given
+    to the Learner when it is made (`Learner(..., cbs=[GRCallback()])`, `vision_learner(..., cbs=...)`), it adds
+    the `Handover` that decides and the `NoiseSignals` it reads, where the learner has none.
     """
 
     # before GradientAccumulation (which rescales `loss_grad` in its own `after_loss`) and MixedPrecision
@@ -58,15 +65,22 @@ class GRCallback(Callback):
 
     def __init__(
         self,
-        lam: float = 0.5,  # emphasis focus parameter: the largest weight goes to p = lam / (1 + lam); >= 0
-        beta: float = 8.0,  # emphasis spread parameter: 0 weights every example alike; >= 0
+        lam: float | None = 0.5,  # emphasis focus parameter: the largest weight goes to p = lam / (1 + lam); >= 0;
+        # None (with beta None): the automatic setting
+        beta: float | None = 8.0,  # emphasis spread parameter: 0 weights every example alike; >= 0
         transform: str = "exp",  # "exp" (GR) or "identity": `g` in w = g(beta * p**lam * (1 - p))
         normalize: str = "sum",  # "sum": weights normalised over the batch; "mean": divided by the batch size
         eps: float = REFERENCE_EPS,  # the reference layer's saturation (see `gr_gradient`); 0: bare formula
         warmup: float = 0.0,  # fraction of training over which GR takes over from cross-entropy; 0: GR from the start
         warmup_mode: str = "blend",  # blend: a*G_GR + (1-a)*G_CE; ramp: lam, beta from (0, 2) to (lam, beta)
     ):
-        lam, beta, eps = check_settings(lam, beta, transform, normalize, eps)
+        if (lam is None) != (beta is None):
+            raise ValueError("give both lam and beta, or neither (the automatic setting)")
+        self.auto = lam is None
+        if self.auto and warmup:
+            raise ValueError("the automatic setting (no lam, no beta) decides its own handover: warmup must be 0")
+        lam, beta, eps = check_settings(AUTO.lam if self.auto else lam, AUTO.beta if self.auto else beta,
+                                        transform, normalize, eps)
         if not 0 <= warmup <= 1:
             raise ValueError(f"warmup must be a fraction of training in [0, 1], got {warmup}")
         if warmup_mode not in WARMUP_MODES:
@@ -75,8 +89,18 @@ class GRCallback(Callback):
         self.warmup, self.warmup_mode = warmup, warmup_mode
         self.terms: GRTerms | None = None  # the last training step's terms
 
+    def after_create(self):
+        if self.auto:  # what the automatic setting reads and decides with, where the learner has none
+            have = {type(cb) for cb in self.learn.cbs}
+            n = len(self.learn.dls.train.dataset)
+            self.learn.add_cbs([cb for cb in (NoiseSignals(n), Handover()) if type(cb) not in have])
+
     def before_fit(self):
         if is_fitting(self.learn):  # not again for every validate or get_preds
+            if self.auto and not isinstance(getattr(self.learn, "handover", None), Handover):
+                raise ValueError("GRCallback() with no lam and beta (automatic) needs fastgr's Handover and "
+                                 "NoiseSignals: pass it to the Learner when it is made (cbs=[GRCallback()]), or add "
+                                 "those two")
             if sum(isinstance(cb, GRCallback) for cb in self.learn.cbs) > 1:
                 raise ValueError("a Learner takes one GRCallback; two would each replace the other's gradient")
             _check_loss(self.learn.loss_func)
@@ -88,8 +112,11 @@ class GRCallback(Callback):
             )
 
     def progress(self) -> float:
-        """How far GR has taken over: 0 at the start of training, 1 once the warm-up is over. Training is the fit,
-        or every fit of a `fit_schedule` (fine-tuning's two): one warm-up over all of them."""
+        """How far GR has taken over: 0 at the start of training, 1 once the warm-up is over (automatic: once the
+        handover's blend is). Training is the fit, or every fit of a `fit_schedule` (fine-tuning's two): one
+        warm-up over all of them."""
+        if self.auto:
+            return self.learn.handover.share()
         return 1.0 if self.warmup <= 0 else min(1.0, training_progress(self.learn) / self.warmup)
 
     def after_loss(self):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .noise import NOISE_TYPES
-from .presets import DEFAULT_WARMUP, REFERENCE_EPS, WARMUP_MODES, Setting, default_setting, paper_setting
+from .presets import AUTO, DEFAULT_WARMUP, REFERENCE_EPS, WARMUP_MODES, Setting, default_setting, paper_setting
 
 __all__ = ["TrainConfig", "RunSettings", "LOSSES", "AUGMENTS", "IN_MEMORY", "COMPILE_MODES", "DEMO_NOISE",
            "resolve_device", "resolve_settings", "versions"]
@@ -45,6 +45,7 @@ class TrainConfig:
     lam: float | None = None  # emphasis focus parameter; None: the preset's or the default (`default_setting`)
     beta: float | None = None  # emphasis spread parameter; None: the preset's or the default (`default_setting`)
     preset: bool = False  # lam and beta from the paper's table by noise rate and class count
+    auto: bool = False  # GR's automatic setting: cross-entropy, then GR once the run starts to memorise (`handover`)
     epochs: int = 30  # training epochs (one-cycle schedule); when fine-tuning, those after unfreezing
     lr: float = 0.1  # peak learning rate of SGD (momentum 0.9)
     bs: int = 128  # batch size
@@ -114,6 +115,11 @@ class TrainConfig:
         if self.mixup and self.loss == "gr":
             raise ValueError("GR with MixUp is refused: MixUp mixes labels into soft targets, and GR is defined for "
                              "integer labels; use --mixup with a baseline loss (--loss ce, ls, gce, sce)")
+        if self.auto:
+            given = [f"--{k}" for k in ("lam", "beta", "warmup") if getattr(self, k) is not None] + \
+                [f"--{k}" for k in ("preset", "tune") if getattr(self, k)]
+            if self.loss != "gr" or given:
+                raise ValueError(f"--auto decides GR's setting itself: not with {', '.join(given) or '--loss ' + self.loss}")
         for name in ("lam", "beta"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -176,6 +182,7 @@ class RunSettings:
     setting_source: str | None  # where lam and beta come from
     warmup: float | None  # fraction of training over which GR takes over from CE
     warmup_mode: str | None  # blend or ramp
+    auto: bool = False  # the automatic setting (`fastgr.handover`): lam and beta are what it hands over to
 
     @property
     def gr(self) -> bool:
@@ -207,6 +214,8 @@ def gr_setting(cfg: TrainConfig, noise_rate: float | None, n_classes: int) -> Se
     (`default_setting`, also where a preset has no noise rate to go by); None for CE."""
     if cfg.loss != "gr":
         return None
+    if cfg.auto:
+        return AUTO
     if cfg.preset and noise_rate is not None:
         base = paper_setting(noise_rate, n_classes)
     else:
@@ -234,7 +243,7 @@ def resolve_settings(
         device.type == "cuda", noise=0.0 if cfg.labels else cfg.noise_rate, augment=cfg.augment or data.augment,
         img_size=data.img_size, lam=setting.lam if setting else None, beta=setting.beta if setting else None,
         setting_source=setting.source if setting else None, warmup=setting.warmup if setting else None,
-        warmup_mode=cfg.warmup_mode if setting else None)
+        warmup_mode=cfg.warmup_mode if setting else None, auto=setting is not None and setting.source == AUTO.source)
 
 
 def versions() -> dict[str, str]:

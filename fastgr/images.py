@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "to_mode", "fit_square", "unreadable_reason", "decode_files", "decode_images",
+__all__ = ["IMAGE_EXTENSIONS", "to_mode", "open_image", "fit_square", "unreadable_reason", "decode_files", "decode_images",
            "first_size", "find_unreadable", "walk_images"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
+_ORIENTATION = 0x0112  # the EXIF tag of a photo's orientation
 # PIL's modes of more than 8 bits per pixel: `convert` clips them to 255 instead of scaling
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -34,6 +35,28 @@ def to_mode(im, mode: str):
     elif im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
     return im if im.mode == mode else im.convert(mode)
+
+
+def open_image(
+    path: Path | str,  # an image file
+    mode: str,  # "L" or "RGB" (`to_mode`)
+    size: int | None = None,  # the side it will be fitted to (`fit_square`); None: decoded at full size
+):
+    """A file's pixels in `mode`, upright, read before the file closes. A JPEG is decoded at the smallest of libjpeg's
+    DCT scales (1/2, 1/4, 1/8: PIL's draft mode) at which both its sides still cover `size`, several times faster than
+    in full on photos much larger than the training size; the resize that follows (`fit_square`) does the rest, as
+    it would from the full image (BENCHMARKS.md, "Reduced-size decoding", has the speed and the pixels' agreement).
+    The EXIF orientation of a photo taken sideways is applied, as a viewer shows it."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if size is not None and im.format == "JPEG":
+            im.draft(im.mode, (size, size))  # the scale only: the mode stays the file's (CMYK, L, RGB)
+        if im.getexif().get(_ORIENTATION, 1) != 1:
+            im = ImageOps.exif_transpose(im)
+        im = to_mode(im, mode)
+        im.load()
+    return im
 
 
 def fit_square(
@@ -62,9 +85,7 @@ def decode_files(paths: Sequence[Path], img_size: int, channels: int) -> tuple[l
 
     def one(p: Path):
         try:
-            with Image.open(p) as im:
-                im = fit_square(to_mode(im, mode), img_size)
-                a = np.asarray(im, dtype=np.uint8)
+            a = np.asarray(fit_square(open_image(p, mode, img_size), img_size), dtype=np.uint8)
             return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), ""
         except Exception as e:  # noqa: BLE001 - corrupt files are skipped and reported, never a crash
             return None, unreadable_reason(e)
@@ -91,8 +112,7 @@ def decode_images(
         if isinstance(it, np.ndarray):
             it = Image.fromarray(np.ascontiguousarray(it.squeeze(-1) if it.ndim == 3 and it.shape[-1] == 1 else it))
         if not isinstance(it, Image.Image):
-            with Image.open(it) as im:
-                it = to_mode(im, mode).copy()  # its pixels, read before the file closes
+            it = open_image(it, mode, max(size))
         im = to_mode(it, mode)
         if size[0] == size[1]:
             im = fit_square(im, size[0])

@@ -76,8 +76,8 @@ def gr_learner(
     dls,  # fastai DataLoaders of images and integer labels (`make_dataloaders`, or any of your own)
     arch: str | nn.Module,  # a timm model name (`fastgr models`) or a model whose output is the logits
     loss: str = "gr",  # gr (gradient rescaling), or a baseline: ce, ls, gce, sce (`fastgr.losses`)
-    lam: float = FIXED_DEFAULT.lam,  # GR's emphasis focus parameter
-    beta: float = FIXED_DEFAULT.beta,  # GR's emphasis spread parameter
+    lam: float | None = FIXED_DEFAULT.lam,  # GR's emphasis focus parameter; None (with beta None): automatic
+    beta: float | None = FIXED_DEFAULT.beta,  # GR's emphasis spread parameter (`GRCallback`)
     warmup: float = DEFAULT_WARMUP,  # fraction of training over which GR takes over from cross-entropy
     warmup_mode: str = "blend",  # blend or ramp (docs/design.md, "emphasis warm-up")
     eps: float = REFERENCE_EPS,  # the reference layer's saturation of GR's direction; 0: the bare formula

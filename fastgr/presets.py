@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 __all__ = ["Setting", "PAPER_SETTINGS", "FIXED_DEFAULT", "paper_setting", "BUDGET_WARNING", "REFERENCE_EPS",
            "DEFAULT_WARMUP", "PRESET_WARMUP", "WARMUP_MODES", "TUNE_GRID", "UNCOVERED_NOISE_WARNING",
-           "LONG_BUDGET_EPOCHS", "LONG_DEFAULT", "default_setting", "default_note", "preset_note"]
+           "LONG_BUDGET_EPOCHS", "LONG_DEFAULT", "default_setting", "default_note", "preset_note", "AUTO"]
 
 # the authors' reference layer's epsilon in (p - y) / (2 - 2p + eps): fitted examples stop pushing their logits
 REFERENCE_EPS = 1e-6
@@ -61,6 +61,10 @@ FIXED_DEFAULT = Setting(0.5, 8.0, "the paper's fixed default (Tables 4, 5, 8)", 
 LONG_BUDGET_EPOCHS = 40
 LONG_DEFAULT = Setting(1.0, 16.0, f"fastgr's default from {LONG_BUDGET_EPOCHS} epochs: the paper's CIFAR-10 r=0.4 "
                        "row (Table 3) with fastgr's warm-up", PRESET_WARMUP)
+# the automatic setting (`fastgr.handover`): cross-entropy until the run starts to memorise, then this (lam, beta),
+# the paper's CIFAR-10 r=0.4 row (Table 3), blended in; its warm-up is the handover itself
+AUTO = Setting(1.0, 16.0, "automatic: cross-entropy until the network starts to fit the labels it contradicted, "
+               "then the paper's CIFAR-10 r=0.4 row (Table 3)", 0.0)
 CLOTHING1M = Setting(1.0, 16.0, "Clothing1M, ~38% real noise (Sec. 4.3)", PRESET_WARMUP)
 
 # the paper's tables cover symmetric label noise only: what --preset says for any other

@@ -79,6 +79,7 @@ class NoiseSignals(StatColumns, Callback):
     def before_epoch(self):
         self.epoch_stats = {}
         self._seen = None  # (4, N + 1): given label + 1 (0: not seen), predicted class + 1, p of each
+        self._c = 1
 
     def after_loss(self):
         if not (self.training and self._on) or self.learn.pred.ndim != 2:
@@ -86,6 +87,7 @@ class NoiseSignals(StatColumns, Callback):
         z, y = self.learn.pred.detach().float(), self.learn.yb[0].reshape(-1).long()
         if self._seen is None:
             self._seen = torch.zeros(4, self.n + 1, device=z.device)
+        self._c = z.shape[1]
         idx = batch_indices(self.learn.dl, self.learn.iter, len(y)).to(z.device)
         idx = torch.where(idx >= 0, idx, self.n)  # an example the loader cannot name: the spare slot, dropped
         probs = torch.softmax(z, 1)
@@ -95,7 +97,7 @@ class NoiseSignals(StatColumns, Callback):
     def after_train(self):
         if not self._on:
             return
-        c = int(self.learn.dls.c) if hasattr(self.learn.dls, "c") else len(self.learn.dls.vocab)
+        c = self._c  # the logits' width: the classes, whatever the DataLoaders know of them
         seen = world_sum(self._seen if self._seen is not None else
                          torch.zeros(4, self.n + 1, device=self.learn.dls.device))[:, : self.n]
         known = seen[0] > 0
@@ -113,6 +115,7 @@ class NoiseSignals(StatColumns, Callback):
             fitted = before & (pred == given)
             n = int(before.sum())
             self.epoch_stats["memorised"] = float(fitted.sum()) / n if n else None  # none left to memorise
+            self.epoch_stats["memorised_base"] = n  # of how many: not a column, what the share's error depends on
         self.disagreed = disagree
         dyn = next((cb for cb in self.learn.cbs if isinstance(cb, TrainingDynamics)), None)
         if dyn is not None:  # a collective: every rank asks

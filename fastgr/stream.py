@@ -54,17 +54,14 @@ class OpenImage(Transform):
     def __init__(
         self,
         channels: int = 3,  # 1 (grayscale) or 3 (RGB)
+        size: int | None = None,  # the side it is fitted to next: a JPEG is decoded at a scale covering it
     ):
-        self.channels = channels
+        self.channels, self.size = channels, size
 
     def encodes(self, path: Path | str):
-        from PIL import Image
+        from .images import open_image
 
-        from .images import to_mode
-
-        with Image.open(path) as im:
-            im = to_mode(im, "L" if self.channels == 1 else "RGB")
-            im.load()  # its pixels, read before the file closes
+        im = open_image(path, "L" if self.channels == 1 else "RGB", self.size)
         return (PILImageBW if self.channels == 1 else PILImage).create(im)
 
 
@@ -130,14 +127,15 @@ class StreamDL(TfmdDL):
         self.mean, self.std, self.seed, self.channels_last = [float(v) for v in mean], [float(v) for v in std], \
             seed, channels_last
         self.epoch = 0
+        side = self.size if augment == "none" else round(self.size * PRESIZE)  # what FitSquare makes of a file
         dsets = Datasets([(p, self.vocab[y]) for p, y in self.items],
-                         tfms=[[ItemGetter(0), OpenImage(self.channels)],
+                         tfms=[[ItemGetter(0), OpenImage(self.channels, side)],
                                [ItemGetter(1), Categorize(vocab=self.vocab, sort=False)]],
                          do_setup=bool(self.items))  # an export's empty copy has nothing to set up
         if augment == "none":
-            after_item, crops = [FitSquare(self.size), ToTensor()], []
+            after_item, crops = [FitSquare(side), ToTensor()], []
         else:  # presizing: a random square a little larger on the CPU, a random resized crop of it on the device
-            after_item = [FitSquare(round(self.size * PRESIZE)), Resize(round(self.size * PRESIZE)), ToTensor()]
+            after_item = [FitSquare(side), Resize(side), ToTensor()]
             crops = [RandomResizedCropGPU(self.size, min_scale=MIN_SCALE)]
             if augment == "crop+flip":
                 crops.append(FlipEach())

@@ -23,6 +23,7 @@ from .data import ImageData
 from .dataloaders import make_dataloaders
 from .dynamics import TrainingDynamics
 from .finetune import model_stats
+from .handover import Handover
 from .issues import ISSUES_FILE, rank_label_issues
 from .learner import gr_learner, predict_probs, unwrapped
 from .monitor import EmphasisCollapseWarning, EmphasisMonitor
@@ -190,11 +191,11 @@ def train_phase(
     dls = make_dataloaders(data, labels.given, cfg.bs, device, cfg.seed, resolved.augment,
                            channels_last=device.type == "cuda", stats=stats, balanced=cfg.balanced)
     log = RunLog(folder, reporter)
-    gr = dict(loss="gr", lam=resolved.lam, beta=resolved.beta, warmup=resolved.warmup,
-              warmup_mode=resolved.warmup_mode) if resolved.gr else dict(loss=cfg.loss, mixup=cfg.mixup)
+    gr = dict(loss="gr", lam=None if resolved.auto else resolved.lam, beta=None if resolved.auto else resolved.beta,
+              warmup=resolved.warmup, warmup_mode=resolved.warmup_mode) if resolved.gr else \
+        dict(loss=cfg.loss, mixup=cfg.mixup)  # lam and beta None: GRCallback's automatic setting (--auto)
     learn = gr_learner(dls, cfg.arch, **gr, eps=cfg.eps, pretrained=cfg.pretrained, weights=cfg.weights, lr=cfg.lr,
-                       wd=cfg.wd,
-                       amp=resolved.amp, compile=cfg.compile, true_labels=labels.truth,
+                       wd=cfg.wd, amp=resolved.amp, compile=cfg.compile, true_labels=labels.truth,
                        record_examples=not light, record_dynamics=not light, cbs=[log])
     start = log.restore(learn) if resume else 0
     reporter.phase(name, cfg.total_epochs, start)
@@ -210,6 +211,8 @@ def train_phase(
             if not issubclass(w.category, UnreadableFileWarning):  # said once, below, with the count
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         _report_unreadable(folder, learn.dls.train, reporter)
+    if isinstance(h := getattr(learn, "handover", None), Handover):  # what --auto decided, and when (gr_share)
+        reporter.note(h.decision())
     return _finish(folder, learn, log, labels, light, resolved, data)
 
 
@@ -269,7 +272,7 @@ def _finish(folder: RunFolder, learn, log: RunLog, labels: NoisyLabels, light: b
                                                             data.classes, labels.truth))
         model, learn.model = learn.model, unwrapped(learn.model)  # the model itself, not a compiled wrapper
         try:
-            folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics, NoiseSignals))
+            folder.export(learn, drop=(RunLog, FitMonitor, TrainingDynamics, NoiseSignals, Handover))
         finally:
             learn.model = model
         if folder.writes:

@@ -1,0 +1,155 @@
+"""GR's automatic setting: cross-entropy until the network starts to fit the labels it contradicted, then GR's
+emphasis, blended in. Nothing to choose: the run's own signals decide when.
+
+The rule (`handover_due`), read once an epoch from `fastgr.signals.NoiseSignals`: `memorised`, the share of the
+last epoch's confident disagreements (examples confidently predicted as another class than their given one) that
+the network now fits, is low while it learns what generalises and rises once it memorises the labels it disagreed
+with. The handover is due once that share has at least doubled from its lowest, beyond its sampling error: the
+lower 95% Wilson bound of the epoch's share reaches twice the lowest upper bound of an earlier epoch's (a share
+over a handful of disagreements, as on clean labels, bounds nothing).
+
+From the next epoch GR's share of the gradient rises linearly from 0 to 1 over `HANDOVER_BLEND` of the training.
+A run that never starts to memorise (a short budget, a weak model, clean labels) stays cross-entropy throughout,
+which is what wins there (BENCHMARKS.md, "Where GR loses: short budgets"). docs/design.md ("The automatic
+setting") has the runs behind the rule; it is not the default yet.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+from fastai.callback.core import Callback
+
+from .presets import AUTO
+from .schedule import fit_epoch, total_epochs, training_progress
+from .signals import NoiseSignals
+from .telemetry import StatColumns
+
+__all__ = ["Handover", "EpochSignals", "Decision", "handover_due", "wilson_bounds", "HANDOVER_BLEND",
+           "HANDOVER_FACTOR"]
+
+HANDOVER_BLEND = 0.1  # the blend from cross-entropy to GR lasts this fraction of the training's epochs
+HANDOVER_FACTOR = 2.0  # memorising is under way once the memorised share has grown this many times from its lowest
+
+
+class EpochSignals(NamedTuple):
+    "One training epoch's signals the rule reads (`NoiseSignals`)."
+    memorised: float | None  # of the last epoch's confident disagreements, the share now fitted
+    base: int  # how many disagreements that share is of
+    noise: float | None  # `noise_cl`, reported beside the decision
+
+
+class Decision(NamedTuple):
+    memorised: float  # the epoch's memorised share
+    lowest: float  # the lowest earlier share (its upper bound) it doubled
+
+
+def wilson_bounds(
+    share: float,  # an observed proportion
+    n: int,  # of how many
+    z: float = 1.96,  # the normal quantile: 1.96 for 95%
+) -> tuple[float, float]:
+    "The Wilson score interval of a proportion: (0, 1) where there is nothing to go by."
+    if n <= 0:
+        return 0.0, 1.0
+    d = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / d
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def handover_due(
+    history: Sequence[EpochSignals],  # the training's epochs so far, in order
+    factor: float = HANDOVER_FACTOR,  # how many times the lowest share the rule waits for
+) -> Decision | None:  # why the handover is due after the last epoch of `history`; None: not (yet)
+    "The rule of the module docstring, on the epochs so far."
+    lowest = None
+    for s in history[:-1]:
+        if s.memorised is not None:
+            hi = wilson_bounds(s.memorised, s.base)[1]
+            lowest = hi if lowest is None else min(lowest, hi)
+    last = history[-1] if history else None
+    if lowest is None or last is None or last.memorised is None:
+        return None
+    return Decision(last.memorised, lowest) if wilson_bounds(last.memorised, last.base)[0] >= factor * lowest \
+        else None
+
+
+class Handover(StatColumns, Callback):
+    """Decides, once a training epoch ends, whether `GRCallback`'s automatic setting hands over from cross-entropy
+    to GR (`handover_due`), and tells it GR's share of each step's gradient (`share`). Adds the column `gr_share`
+    (the share at the epoch's end). State: the epochs' signals (`history`), saved with a checkpoint, so a resumed
+    run decides as the uninterrupted one; every rank of a launch reads the same all-reduced signals and decides
+    alike. Needs `NoiseSignals` on the learner (`GRCallback()` adds both)."""
+
+    columns = ("gr_share",)
+    order = NoiseSignals.order + 1  # reads the epoch's signals once computed; before the Recorder (50)
+    run_valid = False
+
+    def __init__(
+        self,
+        blend: float = HANDOVER_BLEND,  # the blend lasts this fraction of the training's epochs
+    ):
+        if not 0 <= blend <= 1:
+            raise ValueError(f"blend must be a fraction of training in [0, 1], got {blend}")
+        self.blend = blend
+        self.history: list[EpochSignals] = []
+        self.decided: int | None = None  # the epoch (0-based, of the whole training) whose end decided it
+        self.why: Decision | None = None  # the shares it went by
+        self.total: int | None = None  # the training's epochs when it decided
+        self.epoch_stats = {}
+
+    def before_fit(self):
+        self.add_columns(self.learn)
+
+    def share(self) -> float:
+        "GR's share of the gradient now: 0 until an epoch's end decides, then rising to 1 over the blend."
+        if self.decided is None or self.decided >= fit_epoch(self.learn):  # not yet, or a new training's leftover
+            return 0.0
+        epochs = training_progress(self.learn) * total_epochs(self.learn) - (self.decided + 1)
+        length = self.blend * total_epochs(self.learn)
+        return 1.0 if length <= 0 else min(1.0, max(0.0, epochs / length))
+
+    def after_train(self):
+        signals = next((cb for cb in self.learn.cbs if isinstance(cb, NoiseSignals)), None)
+        if signals is None:
+            raise RuntimeError("Handover needs NoiseSignals on the learner: make it with gr_learner, or pass "
+                               "GRCallback() to the Learner when it is made")
+        stats = signals.epoch_stats
+        if "noise_cl" not in stats:  # an epoch without a training batch: nothing to read
+            return
+        e = fit_epoch(self.learn)
+        # a new training starts over; a resumed one has its epochs from the checkpoint
+        self.history = self.history[:e] + [EpochSignals(stats.get("memorised"), int(stats.get("memorised_base", 0)),
+                                                        stats.get("noise_cl"))]
+        if self.decided is not None and self.decided >= e:
+            self.decided = self.why = self.total = None
+        if self.decided is None and (why := handover_due(self.history)) is not None:
+            self.decided, self.why, self.total = e, why, total_epochs(self.learn)
+        self.epoch_stats = {"gr_share": self.share()}
+
+    def after_fit(self):
+        self.remove_columns(self.learn)
+
+    def decision(self) -> str:
+        "What it decided, in a line for the run's output."
+        if self.decided is None:
+            return ("automatic GR: cross-entropy throughout (the network never began to fit the labels it "
+                    "contradicted: the memorised share never doubled)")
+        noise = self.history[self.decided].noise
+        return (f"automatic GR: cross-entropy until epoch {self.decided + 1}, where the network began to fit the "
+                f"labels it contradicted (memorised {self.why.memorised:.3f}, over {HANDOVER_FACTOR:g}x its lowest "
+                f"{self.why.lowest:.3f}; noise estimate {noise:.3f}); then GR lam {AUTO.lam:g}, beta {AUTO.beta:g}, "
+                f"blended in over {self.blend * self.total:g} epochs")
+
+    # -- state, for a run that resumes -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"history": [tuple(s) for s in self.history], "decided": self.decided,
+                "why": None if self.why is None else tuple(self.why), "total": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [EpochSignals(*s) for s in state.get("history", [])]
+        why = state.get("why")
+        self.decided, self.why, self.total = state.get("decided"), None if why is None else Decision(*why), \
+            state.get("total")

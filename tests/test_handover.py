@@ -1,0 +1,131 @@
+"""GR's automatic setting (`fastgr.handover`): the rule on given signals, cross-entropy until it decides, the blend,
+what a run says it decided, resume, and the refusals."""
+
+import pandas as pd
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.optimizer import SGD
+from torch import nn
+
+import fastgr.handover as handover
+from fastgr import GRCallback, TrainConfig, train_run
+from fastgr.handover import Decision, EpochSignals, Handover, handover_due, wilson_bounds
+from fastgr.signals import NoiseSignals
+
+
+def test_the_rule_waits_for_the_memorised_share_to_double_beyond_its_sampling_error():
+    e = EpochSignals
+    assert wilson_bounds(0.1, 0) == (0.0, 1.0)
+    lo, hi = wilson_bounds(0.1, 500)
+    assert lo == pytest.approx(0.0767, abs=1e-4) and hi == pytest.approx(0.1294, abs=1e-4)  # the Wilson interval
+    assert handover_due([]) is None and handover_due([e(None, 0, 0.8), e(0.5, 400, 0.5)]) is None  # no lowest yet
+    history = [e(None, 0, 0.8), e(0.30, 600, 0.6), e(0.10, 500, 0.4), e(0.20, 500, 0.38)]
+    assert handover_due(history) is None  # doubled, but within the lowest's error (2 x 0.1294 = 0.259)
+    why = handover_due(history + [e(0.30, 500, 0.33)])  # its lower bound 0.261
+    assert why.memorised == 0.30 and why.lowest == pytest.approx(0.1294, abs=1e-4)
+    # a share over a handful of disagreements, as on clean labels, is no lowest: 0 of 3 bounds nothing
+    assert handover_due([e(0.6, 400, 0.1), e(0.0, 3, 0.0), e(1.0, 3, 0.0)]) is None
+    assert handover_due([e(0.6, 400, 0.1), e(0.0, 3, 0.0), e(0.9, 300, 0.0)]) is None  # 0.6 is its lowest bound
+
+
+def linear_learner(cbs, loss_func=None, n=64, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 4, generator=g), torch.randint(0, c, (n,), generator=g)
+    torch.manual_seed(seed)
+    train = DataLoader(list(zip(x, y)), bs=16, shuffle=False)
+    valid = DataLoader(list(zip(x, y)), bs=16)
+    return Learner(DataLoaders(train, valid), nn.Linear(4, c), loss_func=loss_func or CrossEntropyLossFlat(),
+                   opt_func=lambda p, lr: SGD(p, lr, mom=0.0, wd=0.0), lr=0.1, cbs=cbs)
+
+
+def test_automatic_gr_adds_what_it_reads_and_trains_as_cross_entropy_until_it_decides(monkeypatch):
+    monkeypatch.setattr(handover, "handover_due", lambda history: None)  # never decides
+    auto = linear_learner([GRCallback(lam=None, beta=None)])
+    assert {NoiseSignals, Handover} <= {type(cb) for cb in auto.cbs}
+    ce = linear_learner([])
+    with auto.no_bar(), auto.no_logging(), ce.no_bar(), ce.no_logging():
+        auto.fit(3)
+        ce.fit(3)
+    for a, b in zip(auto.model.parameters(), ce.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not (a == 0).all()
+    assert auto.handover.decided is None and auto.handover.history and len(auto.handover.history) == 3
+
+
+def test_after_the_decision_gr_blends_in_over_its_share_of_training(monkeypatch):
+    # decides at the end of the second epoch (index 1); a blend of 0.2 of 10 epochs: 2 epochs
+    monkeypatch.setattr(handover, "handover_due", lambda history: Decision(0.3, 0.1) if len(history) >= 2 else None)
+    learn = linear_learner([GRCallback(lam=None, beta=None)])
+    learn.handover.blend = 0.2
+    shares = []
+
+    class Watch(Callback):
+        order = 99
+
+        def after_batch(self):
+            if self.training:
+                shares.append((self.learn.epoch, self.learn.gr.progress()))
+
+    learn.add_cb(Watch())
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(10)
+    assert learn.handover.decided == 1 and learn.handover.why == (0.3, 0.1)
+    by_epoch = pd.DataFrame(shares, columns=["epoch", "share"]).groupby("epoch")["share"]
+    assert (by_epoch.max()[:2] == 0).all()  # cross-entropy up to the decision
+    # from epoch 2 (0-based) the share rises with the training's progress, 4 steps an epoch: 0.125 .. 1
+    assert by_epoch.min()[2] == pytest.approx(0.125) and by_epoch.max()[3] == pytest.approx(1.0)
+    assert (by_epoch.min()[4:] == 1).all()
+    table = [row[-1] for row in learn.recorder.values]  # gr_share, last column: at each epoch's end
+    assert table[:2] == [0, 0] and table[2] == pytest.approx(0.5) and table[3:] == [1.0] * 7
+
+
+def test_refusals():
+    with pytest.raises(ValueError, match="both lam and beta, or neither"):
+        GRCallback(lam=None, beta=8)
+    with pytest.raises(ValueError, match="warmup must be 0"):
+        GRCallback(lam=None, beta=None, warmup=0.5)
+    learn = linear_learner([])
+    learn.add_cb(GRCallback(lam=None, beta=None))  # after the Learner was made: nothing added for it
+    with pytest.raises(ValueError, match="pass it to the Learner when it is made"):
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1)
+    for bad in (dict(preset=True), dict(lam=1.0), dict(tune=True), dict(warmup=0.2), dict(loss="ce")):
+        with pytest.raises(ValueError, match="--auto decides GR's setting itself"):
+            TrainConfig(auto=True, **bad)
+
+
+def test_a_run_says_what_it_decided_and_resumes_to_the_same_decision(tmp_path, monkeypatch):
+    from tests.test_experiment import StopAfter, strip_seconds
+
+    # the rule fires at the end of epoch 2, before the cut after epoch 3: the resumed run must know it
+    monkeypatch.setattr(handover, "handover_due", lambda history: Decision(0.4, 0.15) if len(history) >= 2 else None)
+    cfg = dict(data="digits", noise=0.4, epochs=6, img_size=8, auto=True)
+    notes = []
+
+    class Notes(StopAfter):
+        def note(self, text, style=None):
+            notes.append(text)
+
+    full = train_run(TrainConfig(**cfg), tmp_path / "full", reporter=Notes(99))
+    assert any("cross-entropy until epoch 2" in n and "memorised 0.400" in n and "lowest 0.150" in n for n in notes)
+    m = pd.read_csv(tmp_path / "full" / "metrics.csv")
+    assert list(m["gr_share"]) == [0, 0, 1, 1, 1, 1]  # a blend of 0.1 of 6 epochs: within the third
+    config = __import__("json").loads((tmp_path / "full" / "config.json").read_text())
+    assert config["resolved"]["auto"] is True and config["resolved"]["lam"] == 1.0
+    with pytest.raises(KeyboardInterrupt):
+        train_run(TrainConfig(**cfg), tmp_path / "cut", reporter=StopAfter(3))
+    resumed = train_run(TrainConfig(epochs=99), tmp_path / "cut", resume=True)
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in full.items() if k != "seconds"}
+    pd.testing.assert_frame_equal(strip_seconds(pd.read_csv(tmp_path / "cut" / "metrics.csv")), strip_seconds(m))
+    # the exported learner predicts (what it decided with is not exported; fitting it again says what it needs)
+    from fastgr.data import load_data
+    from fastgr.prediction import load_run_learner, predict_with_learner
+
+    assert load_run_learner(tmp_path / "full").gr.auto
+    probs = predict_with_learner(tmp_path / "full" / "learner.pkl", load_data("digits", img_size=8))
+    assert probs.shape == (1437, 10) and torch.allclose(probs.sum(1), torch.ones(1437))
