@@ -50,9 +50,10 @@ def open_image(
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        if size is not None and im.format == "JPEG":
+        if size is not None and im.format == "JPEG" and min(im.size) >= 2 * size:  # else full size: nothing to ask
             im.draft(im.mode, (size, size))  # the scale only: the mode stays the file's (CMYK, L, RGB)
-        if im.getexif().get(_ORIENTATION, 1) != 1:
+        # a photo's EXIF block (TIFF keeps the tag among its own): parsed only where there is one
+        if ("exif" in im.info or im.format == "TIFF") and im.getexif().get(_ORIENTATION, 1) != 1:
             im = ImageOps.exif_transpose(im)
         im = to_mode(im, mode)
         im.load()
