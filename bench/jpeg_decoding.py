@@ -235,7 +235,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224], help="training image sides")
     ap.add_argument("--work", type=Path, default=Path("/tmp/jpeg_bench"))
     ap.add_argument("--train-size", type=int, default=128, help="the image side of the training epochs")
-    ap.add_argument("--cifar", type=Path, default=Path(".data/cifar5k"), help="CIFAR-5k's folder (bench/budget_sweep.py)")
+    ap.add_argument("--cifar", type=Path, default=Path(".data/cifar5k"),
+                    help="CIFAR-5k's folder (bench/budget_sweep.py)")
     ap.add_argument("--cifar-epochs", type=int, default=10, help="epochs of the CIFAR-5k accuracy check; 0: none")
     ap.add_argument("--only-cifar", action="store_true", help="the CIFAR-5k check alone, other results kept")
     ap.add_argument("--only-small", action="store_true", help="the cost on a 128-px file alone, other results kept")

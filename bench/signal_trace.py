@@ -4,10 +4,11 @@ r"""Every training example's prediction at every epoch of budget_sweep cells, ke
 
 Runs `bench/budget_sweep.py` with the same arguments (its results merge into bench/results/budget_sweep.json as
 usual, or with `--results FILE` into that file: bench/results/signal_trace_reruns.json holds cells of the main file
-re-run on this CPU with the signals) and a callback added to each run's learner that writes, at the end of each training epoch, the last
-prediction of every training example during that epoch (dataset index order: predicted class, its probability, the
-probability of the given label; -1 / NaN where unseen) to `RUN/trace/epoch_NNN.npz`. The traces are what
-docs/design.md's "The automatic setting" reads the candidate rules on; they stay in the run folders (not results).
+re-run on this CPU with the signals) and a callback added to each run's learner that writes, at the end of each
+training epoch, the last prediction of every training example during that epoch (dataset index order: predicted
+class, its probability, the probability of the given label; -1 / NaN where unseen) to `RUN/trace/epoch_NNN.npz`.
+The traces are what docs/design.md's "The automatic setting" reads the candidate rules on; they stay in the run
+folders (not results).
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ def correct(
                                     help="Relabel only where the model is at least this confident."),
     out: Path = typer.Option(None, "--out", help="Corrected labels CSV. \\[default: RUN_DIR/labels_corrected.csv]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    force: bool = typer.Option(False, "--force", help="Relabel with a run that has not learned anything."),
 ):
     """Relabel the training examples the run's model disagrees with; write the labels and a report."""
     from fastgr.experiment import correct_run
 
-    report = correct_run(run_dir, data, threshold, out, overwrite)
+    report = correct_run(run_dir, data, threshold, out, overwrite, force)
     shown = {k: report[k] for k in ("n", "relabelled", "relabelled_fraction", "correction_precision",
                                     "correction_recall", "noise_rate_before", "noise_rate_after") if k in report}
     console.print(summary_table(shown, "label correction"))

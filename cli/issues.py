@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .base import command, console
+from .base import command, console, fail
 from .render import summary_table
 
 
@@ -17,14 +17,17 @@ def issues(
     top: int = typer.Option(24, "--top", min=1, help="Suspects to show in the table and the contact sheet."),
     sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Write label_issues.png, a contact sheet of the "
                                "top suspects, into the run folder."),
+    force: bool = typer.Option(False, "--force", help="Rank the labels of a run that has not learned anything."),
 ):
     """Rank the training labels by how likely they are wrong (area under the margin over training)."""
     from rich.markup import escape
     from rich.table import Table
 
-    from fastgr.issues import clip_label, issue_summary, label_issues
+    from fastgr.issues import clip_label, issue_summary, label_issues, not_learned
 
     frame = label_issues(run_dir)
+    if (why := not_learned(run_dir)) and not force:
+        fail(f"{why}; nothing ranked or flagged: train longer or check the data (--force shows the ranking anyway)")
     known = "is_wrong" in frame
     head = frame.head(top)
     table = Table(title=f"top {len(head)} of {len(frame)} training labels, most likely wrong first",

@@ -119,7 +119,8 @@ class TrainConfig:
             given = [f"--{k}" for k in ("lam", "beta", "warmup") if getattr(self, k) is not None] + \
                 [f"--{k}" for k in ("preset", "tune") if getattr(self, k)]
             if self.loss != "gr" or given:
-                raise ValueError(f"--auto decides GR's setting itself: not with {', '.join(given) or '--loss ' + self.loss}")
+                with_ = ", ".join(given) or f"--loss {self.loss}"
+                raise ValueError(f"--auto decides GR's setting itself: not with {with_}")
         for name in ("lam", "beta"):
             v = getattr(self, name)
             if v is not None and v < 0:

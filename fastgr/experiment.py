@@ -19,6 +19,7 @@ from typing import Any
 from .config import RunSettings, TrainConfig, resolve_device, resolve_settings, versions
 from .correction import correction_report, relabel
 from .data import ImageData, load_data
+from .issues import learning_verdict, not_learned
 from .listing import NO_CLASS
 from .noise import NoisyLabels, save_labels, training_labels
 from .prediction import predict_with_learner
@@ -156,6 +157,10 @@ def _correct_and_retrain(folder: RunFolder, result: PhaseResult, cfg: TrainConfi
     probs = result.probs
     if probs is None:  # the phase finished in an earlier session: its exported model predicts again
         probs = predict_with_learner(folder / "learner.pkl", data, resolved.device)
+    if why := learning_verdict(result.test_accuracy_final, result.train_accuracy_given, noisy.given,
+                               len(data.valid_y)):
+        reporter.note(f"{why}; no label relabelled, no retraining (`fastgr correct --force` relabels anyway)", "error")
+        return {"correction_skipped": why}
     corrected = relabel(probs, noisy.given, cfg.correct_threshold)
     report = correction_report(noisy.given, corrected, noisy.truth, probs.argmax(1).numpy())
     folder.write("correction.json", report)
@@ -182,6 +187,7 @@ def correct_run(
     threshold: float = 0.0,  # relabel only where the model's confidence is at least this
     out: str | Path | None = None,  # the corrected labelling; run_dir/labels_corrected.csv if None
     overwrite: bool = False,  # replace an existing `out`
+    force: bool = False,  # relabel with a model that has not learned anything (`fastgr.issues.not_learned`)
 ) -> dict[str, Any]:  # the correction report, also written beside `out` as JSON
     """Relabel a training set with a trained run's model. The output is a labelling for `train --labels`: its
     given_label is the corrected label, its true_label the truth where known."""
@@ -190,6 +196,8 @@ def correct_run(
         raise FileNotFoundError(2, "not a finished fastgr run (config.json and learner.pkl needed)", str(run_dir))
     saved = run.read_record()
     cfg = saved.config
+    if not force and run.has("labels.csv") and (why := not_learned(run.path)):
+        raise ValueError(f"{why}; nothing relabelled (--force relabels anyway)")
     out = Path(out) if out is not None else run.path / "labels_corrected.csv"
     report_path = out.with_suffix(".report.json")
     for p in (out, report_path):

@@ -17,7 +17,8 @@ setting") has the runs behind the rule; it is not the default yet.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from fastai.callback.core import Callback
 

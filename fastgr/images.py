@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "to_mode", "open_image", "fit_square", "unreadable_reason", "decode_files", "decode_images",
-           "first_size", "find_unreadable", "walk_images"]
+__all__ = ["IMAGE_EXTENSIONS", "to_mode", "open_image", "fit_square", "unreadable_reason", "decode_files",
+           "decode_images", "first_size", "find_unreadable", "walk_images"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -80,7 +80,6 @@ def unreadable_reason(e: BaseException) -> str:
 
 def decode_files(paths: Sequence[Path], img_size: int, channels: int) -> tuple[list[np.ndarray | None], list[str]]:
     "Decode and resize (`fit_square`) image files in threads; a file that fails gives None and its reason."
-    from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
 

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 __all__ = ["rank_label_issues", "estimated_noise_rate", "label_issues", "issue_auroc", "issue_summary",
-           "suspect_images", "item_files", "clip_label"]
+           "suspect_images", "item_files", "clip_label", "above_chance", "learning_verdict", "not_learned"]
 
 ISSUES_FILE = "label_issues.csv"
 
@@ -117,6 +117,48 @@ def label_issues(
     # the labels are class names, kept as written: "01", "1" and "1.0" are three classes, not one float
     return pd.read_csv(path, dtype={c: str for c in ("item", "given_label", "suggested_label", "model_label",
                                                      "true_label")}, keep_default_na=False, na_values=[""])
+
+
+def above_chance(
+    accuracy: float,  # an accuracy measured on n examples
+    chance: float,  # what guessing the most frequent class gets
+    n: int,  # how many examples
+) -> bool:
+    "Whether `accuracy` is above `chance` by more than two binomial standard errors of a guess over `n` examples."
+    return n > 0 and accuracy > chance + 2 * np.sqrt(chance * (1 - chance) / n)
+
+
+def learning_verdict(
+    test: float | None,  # held-out accuracy at the end of training (None: not measured)
+    fit: float | None,  # accuracy on the given training labels
+    given: np.ndarray,  # (N,) the given training labels: guessing the most frequent is chance
+    n_valid: int,  # held-out examples
+) -> str | None:  # why the model cannot rank its labels, in a line; None where it can
+    """Whether a model learned anything label issues (or a correction) could rest on: its held-out accuracy and its
+    fit of the given labels, each against guessing the most frequent given label (`above_chance`). A model that
+    learned nothing gives every label the same chance of being wrong, and most a margin below zero."""
+    given = np.asarray(given)
+    chance = float(np.unique(given, return_counts=True)[1].max() / len(given)) if len(given) else 1.0
+    for what, acc, n in (("held-out accuracy", test, n_valid), ("fit of the given labels", fit, len(given))):
+        if acc is not None and not above_chance(acc, chance, n):
+            return (f"this run has not learned: its {what} is {acc:.3f}, no better than guessing the most frequent "
+                    f"label ({chance:.3f} over {n} examples)")
+    return None
+
+
+def not_learned(
+    run_dir: str | Path,  # a finished run folder
+) -> str | None:  # why its model cannot rank its labels, in a line; None where it can
+    "`learning_verdict` of a finished run, from its summary.json, labels.csv and record."
+    import json
+
+    from .runs import RunFolder
+
+    run = RunFolder(run_dir)
+    summary = json.loads((run.path / "summary.json").read_text()) if run.has("summary.json") else {}
+    given = pd.read_csv(run.path / "labels.csv", dtype={"given_label": str}, keep_default_na=False)["given_label"]
+    return learning_verdict(summary.get("test_accuracy_final"), summary.get("train_accuracy_given"),
+                            given.to_numpy(), run.read_record().data.n_valid)
 
 
 def issue_summary(

@@ -58,3 +58,23 @@ def make_image_folder(root, classes=("cat", "dog", "owl"), per_class=16, held_ou
 @pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(tmp_path / "imgs")
+
+
+def make_digits_folder(root, per_class=100, held_out=20):
+    """sklearn's digits as an image folder (train/ and valid/ class folders of 8x8 PNGs): a folder whose labels a
+    few epochs learn, for the tests that need a run that learned (a correction, a label-issue ranking)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = Path(root)
+    d = load_digits()
+    for c in range(10):
+        rows = np.flatnonzero(d.target == c)[: per_class + held_out]
+        for k, i in enumerate(rows):
+            split = "train" if k < per_class else "valid"
+            (root / split / str(c)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / split / str(c) / f"{i:04d}.png")
+    return root

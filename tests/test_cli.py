@@ -11,7 +11,7 @@ import pytest
 from fastgr.cli import app
 from typer.testing import CliRunner
 
-from tests.conftest import make_image_folder
+from tests.conftest import make_digits_folder, make_image_folder
 
 runner = CliRunner()
 TINY = ["--epochs", "2", "--img-size", "8", "--bs", "16"]
@@ -386,9 +386,13 @@ def test_debug_shows_the_traceback(tmp_path):
     assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
 
 
-def test_correct_without_known_truth_says_unknown(tmp_path, image_folder):
+# a folder whose labels a few epochs learn: a correction needs a model above chance (`fastgr.issues.learning_verdict`)
+LEARNS = ["--epochs", "4", "--img-size", "8", "--bs", "64"]
+
+
+def test_correct_without_known_truth_says_unknown(tmp_path):
     out = tmp_path / "run"
-    run("train", image_folder, *TINY, "--correct", "--out", out)
+    run("train", make_digits_folder(tmp_path / "digits"), *LEARNS, "--correct", "--out", out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["truth_known"] is False
     assert summary["correction_precision"] is None and summary["correction_recall"] is None
@@ -399,9 +403,9 @@ def test_correct_without_known_truth_says_unknown(tmp_path, image_folder):
     assert "precision and recall are unknown" in r.stdout
 
 
-def test_correct_command_relabels_and_reports(tmp_path, image_folder):
-    out = tmp_path / "run"
-    run("train", image_folder, "--noise", 0.3, *TINY, "--out", out)
+def test_correct_command_relabels_and_reports(tmp_path):
+    out, digits = tmp_path / "run", make_digits_folder(tmp_path / "digits")
+    run("train", digits, "--noise", 0.3, *LEARNS, "--out", out)
     r = run("correct", out, "--threshold", 0.0)
     fixed = pd.read_csv(out / "labels_corrected.csv")
     report = json.loads((out / "labels_corrected.report.json").read_text())
@@ -415,6 +419,6 @@ def test_correct_command_relabels_and_reports(tmp_path, image_folder):
     assert "label correction" in r.stdout
     run("correct", out, code=1)  # exists: refused
     # retrain on the corrected labels through --labels
-    run("train", image_folder, "--labels", out / "labels_corrected.csv", *TINY, "--out", tmp_path / "again")
+    run("train", digits, "--labels", out / "labels_corrected.csv", *TINY, "--out", tmp_path / "again")
     used = pd.read_csv(tmp_path / "again" / "labels.csv")
     assert (used["given_label"] == fixed["given_label"]).all()

@@ -143,7 +143,8 @@ def test_a_folder_run_without_truth_ranks_its_files(tmp_path, monkeypatch):
         raise AssertionError("load_data called")
 
     monkeypatch.setattr(fastgr.data, "load_data", no_listing)
-    r = CliRunner().invoke(app, ["issues", str(out), "--top", "5"])
+    # two epochs of 36 pictures learn nothing (held-out accuracy at chance): --force ranks them all the same
+    r = CliRunner().invoke(app, ["issues", str(out), "--top", "5", "--force"])
     assert r.exit_code == 0, r.output
     assert "unknown" in r.output and (out / "label_issues.png").exists()
     top = f.head(2)
@@ -190,3 +191,30 @@ def test_a_cleanlab_fold_cut_at_an_epoch_goes_on_to_the_same_probabilities(tmp_p
     assert np.array_equal(a["held"], b["held"]) and a["probs"].shape == (len(a["held"]), 10)
     assert np.array_equal(a["probs"], b["probs"])  # the epochs' draws and states restored: the same fold to the bit
     assert not (tmp_path / "cut" / "fold1").exists()  # its working folder goes with the result written
+
+
+def test_a_run_that_learned_nothing_flags_nothing_unless_asked(tmp_path):
+    """A run at chance (a learning rate too small to move the model) ranks nothing, relabels nothing: `issues`
+    and `correct` say so in one line, `train --correct` skips the correction; --force asks for them anyway."""
+    from fastgr.experiment import correct_run
+    from fastgr.issues import above_chance, learning_verdict
+
+    assert above_chance(0.14, 0.1, 360) and not above_chance(0.13, 0.1, 360)  # 2 SE of a guess: 0.0316
+    balanced = np.arange(400) % 4  # chance 0.25: a GR fit of 0.6 (40% wrong labels left unfitted) is far above
+    assert learning_verdict(0.9, 0.6, balanced, 100) is None
+    assert "held-out accuracy is 0.300" in learning_verdict(0.3, 0.6, balanced, 100)  # 0.25 + 0.087 over 100
+    # guessing the most frequent label is chance: 0.7 of labels that are 0.99 one class is nothing
+    assert "fit of the given labels is 0.700" in learning_verdict(None, 0.7, np.array([0] + [1] * 99), 100)
+    cfg = dict(data="digits", noise=0.4, epochs=1, img_size=8, lr=1e-6, loss="ce")
+    out = tmp_path / "stuck"
+    summary = train_run(TrainConfig(**cfg, correct=True), out)
+    assert "not learned" in summary["correction_skipped"] and "test_accuracy_after_correction" not in summary
+    assert not (out / "retrain").exists()
+    r = CliRunner().invoke(app, ["issues", str(out)])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "has not learned: its held-out accuracy" in r.output and "--force" in r.output
+    forced = CliRunner().invoke(app, ["issues", str(out), "--force", "--no-sheet"])
+    assert forced.exit_code == 0 and "most likely wrong first" in forced.output
+    with pytest.raises(ValueError, match="has not learned.*nothing relabelled"):
+        correct_run(out)
+    assert correct_run(out, force=True)["n"] == 1437

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fastgr import RunFolder, TrainConfig, train_run
 from fastgr.runs import LOCK_NAME
-from tests.conftest import make_image_folder
+from tests.conftest import make_digits_folder, make_image_folder
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()
@@ -37,7 +37,10 @@ def one_red_line(result) -> str:
 @pytest.fixture
 def finished(tmp_path, image_folder):
     out = tmp_path / "run"
-    r = runner.invoke(app, ["train", str(image_folder), "--noise", "0.25", *TINY, "--correct", "--out", str(out)])
+    # a folder a few epochs learn: the correction needs a model above chance (the tiny folder's is not)
+    digits = make_digits_folder(tmp_path / "digits")
+    r = runner.invoke(app, ["train", str(digits), "--noise", "0.25", "--epochs", "4", "--img-size", "8", "--bs", "64",
+                            "--correct", "--out", str(out)])
     assert r.exit_code == 0, r.output
     return out
 

@@ -100,7 +100,7 @@ def test_streamed_run_resumes_to_the_same_files_and_predicts(tmp_path):
     # and relabels its streamed training files (`fastgr correct`): where the model disagrees with the given label
     from fastgr import correct_run
 
-    report = correct_run(tmp_path / "full")
+    report = correct_run(tmp_path / "full", force=True)  # 3 epochs of 48 pictures are at chance: relabel anyway
     assert report["relabelled_fraction"] == pytest.approx(1 - full["train_accuracy_given"], abs=1e-9)
 
 
