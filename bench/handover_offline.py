@@ -9,7 +9,10 @@ bench/results/budget_sweep.json and bench/results/signal_trace_reruns.json that 
 fit of the given labels reaches 1 - noise_cl of the least-memorising epoch"), with each epoch's fit, `noise_cl` and
 `memorised`. The count behind each `memorised` share (its Wilson bounds' n) is not in the curves: it is taken as
 `noise_cl` of the epoch before times the training examples, the size of the confident disagreements it is a share
-of (cleanlab's calibration rescales the rows, so this is an approximation). Results: bench/results/
+of (cleanlab's calibration rescales the rows, so this is an approximation). An `--auto` cell that never handed over
+(`gr_share` 0 throughout) is a cross-entropy run too and is read alike. Where the run folder kept bench/
+signal_trace.py's traces (`runs/sweep/CASE/EPOCHS/COLUMN/trace`), `wrong_label_fit` is each epoch's share of the
+truly wrong labels that the network predicted as given: when memorising actually began. Results: bench/results/
 handover_offline.json.
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from fastgr.files import write_text
 from fastgr.handover import EpochSignals, handover_due
 
+RUNS = Path("runs/sweep")  # bench/budget_sweep.py's --keep folder
 SOURCES = (Path("bench/results/budget_sweep.json"), Path("bench/results/signal_trace_reruns.json"))
 OUT = Path("bench/results/handover_offline.json")
 N_TRAIN = {"digits": 1437, "cifar5k": 5000, "ft": 5000, "c10n": 5000}
@@ -33,6 +37,26 @@ def first_candidate(fit: list[float], noise: list[float | None], memorised: list
         if seen and fit[t] >= 1 - min(seen)[2]:
             return t + 1
     return None
+
+
+def wrong_label_fit(run: Path) -> list[float] | None:
+    "Per epoch, the share of the truly wrong training labels predicted as given (from the run's traces)."
+    import numpy as np
+    import pandas as pd
+
+    traces = sorted((run / "trace").glob("epoch_*.npz"))
+    if not traces or not (run / "labels.csv").is_file():
+        return None
+    labels = pd.read_csv(run / "labels.csv", dtype={"true_label": str, "given_label": str})
+    classes = {c: i for i, c in enumerate(json.loads((run / "labels.csv.json").read_text())["classes"])}
+    given, true = labels["given_label"].map(classes).to_numpy(), labels["true_label"].map(classes).to_numpy()
+    wrong = given != true
+    out = []
+    for f in traces:
+        pred = np.load(f)["pred"]
+        seen = wrong & (pred >= 0)
+        out.append(round(float((pred[seen] == given[seen]).mean()), 4) if seen.any() else None)
+    return out
 
 
 def read(key: str, cell: dict) -> dict | None:
@@ -49,7 +73,7 @@ def read(key: str, cell: dict) -> dict | None:
             due = t + 1
     return {"handover_due_epoch": due, "first_candidate_epoch": first_candidate(fit, noise, mem),
             "test_acc": c["test_acc"], "train_acc_given": fit, "noise_cl": noise, "memorised": mem,
-            "cpu": cell.get("cpu")}
+            "wrong_label_fit": wrong_label_fit(RUNS / key), "cpu": cell.get("cpu")}
 
 
 def main() -> None:
@@ -57,7 +81,8 @@ def main() -> None:
     for src in SOURCES:
         rows = json.loads(src.read_text())["rows"] if src.exists() else {}
         for key, cell in rows.items():
-            if key.split("/")[2] == "ce" and (r := read(key, cell)) is not None:
+            column, share = key.split("/")[2], cell.get("curves", {}).get("gr_share") or [1]
+            if (column == "ce" or column == "auto" and not any(share)) and (r := read(key, cell)) is not None:
                 out["rows"][f"{src.stem}:{key}"] = r
                 print(f"{src.stem}:{key}: rule at epoch {r['handover_due_epoch']}, first candidate at "
                       f"{r['first_candidate_epoch']} of {len(r['test_acc'])}")

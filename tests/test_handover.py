@@ -55,6 +55,10 @@ def test_automatic_gr_adds_what_it_reads_and_trains_as_cross_entropy_until_it_de
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert not (a == 0).all()
     assert auto.handover.decided is None and auto.handover.history and len(auto.handover.history) == 3
+    # each memorised share comes with the count it is of: the last epoch's confident disagreements seen again
+    h = auto.handover.history
+    assert h[0].memorised is None and h[0].base == 0
+    assert all(s.base > 0 and s.memorised * s.base == pytest.approx(round(s.memorised * s.base)) for s in h[1:])
 
 
 def test_after_the_decision_gr_blends_in_over_its_share_of_training(monkeypatch):
