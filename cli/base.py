@@ -26,7 +26,7 @@ app = typer.Typer(
     name="fastgr",
     help="Gradient rescaling (GR) for fastai: train classifiers that stay accurate when labels are wrong.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )

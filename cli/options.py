@@ -20,6 +20,15 @@ from fastgr.presets import FIXED_DEFAULT, LONG_BUDGET_EPOCHS, LONG_DEFAULT, PRES
 
 DEFAULTS = TrainConfig()
 
+# `--help` groups the options of `train` and `tune` in these panels
+PANEL_DATA, PANEL_MODEL, PANEL_GR = "Data and noise", "Model", "GR and baselines"
+PANEL_TRAINING, PANEL_TUNING, PANEL_RUN = "Training", "Tuning and correction", "Run folder"
+
+
+def option(panel: str, *args, **kwargs) -> Any:
+    "A `typer.Option` shown in `panel` of --help."
+    return typer.Option(*args, rich_help_panel=panel, **kwargs)
+
 
 def choices(name: str, values) -> type[Enum]:
     "A Typer choice type of the library's own values."
@@ -91,68 +100,78 @@ def build_config(params: dict[str, Any], **changes) -> TrainConfig:
 DATA_HELP = "digits (default, offline), cifar10, cifar100, an image folder, or a CSV of path,label[,is_valid]."
 
 Data = Annotated[str, typer.Argument(help=DATA_HELP, show_default=True)]
-Arch = Annotated[str, typer.Option("--arch", help="Any timm model (see `fastgr models`).")]
-Pretrained = Annotated[bool, typer.Option(
-    "--pretrained/--no-pretrained", help="Fine-tune timm's pretrained weights: a new head on the pretrained body, "
-                                         "trained alone for --freeze-epochs, then everything (fastai's fine_tune).")]
-Weights = Annotated[Path, typer.Option(
-    "--weights", help="Fine-tune these local weights of --arch instead (a state dict: .pth, .pt or .safetensors); "
-                      "for machines without internet.")]
-FreezeEpochs = Annotated[int, typer.Option(
-    "--freeze-epochs", min=0, show_default=False,
+Arch = Annotated[str, option(PANEL_MODEL, "--arch", metavar="NAME", help="Any timm model (see `fastgr models`).")]
+Pretrained = Annotated[bool, option(
+    PANEL_MODEL, "--pretrained/--no-pretrained",
+    help="Fine-tune timm's pretrained weights: a new head on the pretrained body, trained alone for --freeze-epochs, "
+         "then everything (fastai's fine_tune).")]
+Weights = Annotated[Path, option(
+    PANEL_MODEL, "--weights", metavar="FILE",
+    help="Fine-tune these local weights of --arch instead (a state dict: .pth, .pt or .safetensors); for machines "
+         "without internet.")]
+FreezeEpochs = Annotated[int, option(
+    PANEL_MODEL, "--freeze-epochs", metavar="N", min=0, show_default=False,
     help="Epochs training the new head alone before --epochs of the whole model. \\[default: 1 when fine-tuning]")]
-Noise = Annotated[float, typer.Option(
-    "--noise", callback=noise_rate, show_default=False,
+Noise = Annotated[float, option(
+    PANEL_DATA, "--noise", metavar="RATE", callback=noise_rate, show_default=False,
     help=f"Fraction of training labels to corrupt, in [0, 1). \\[default: {DEMO_NOISE:g} on digits, else 0]")]
-NoiseTypeOpt = Annotated[NoiseType, typer.Option("--noise-type", help="How labels are corrupted.")]
-Labels = Annotated[Path, typer.Option("--labels", help="Train on a labelling from `fastgr noise` instead.")]
-LossOpt = Annotated[Loss, typer.Option(
-    "--loss", help="gr (gradient rescaling), or a baseline: ce (cross-entropy), ls (label smoothing 0.1), gce (q 0.7), "
-                   "sce (alpha 0.1, beta 1).")]
-MixupOpt = Annotated[float, typer.Option("--mixup", min=0, callback=finite,
-                                         help="MixUp's alpha with a baseline loss (fastai's MixUp); 0: none.")]
-Lam = Annotated[float, typer.Option("--lam", min=0, callback=finite, show_default=False,
-                                    help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}; "
-                                         f"{LONG_DEFAULT.lam:g} from {LONG_BUDGET_EPOCHS} epochs; or the preset's]")]
-Beta = Annotated[float, typer.Option("--beta", min=0, callback=finite, show_default=False,
-                                     help=f"Emphasis spread parameter. \\[default: {FIXED_DEFAULT.beta:g}; "
-                                          f"{LONG_DEFAULT.beta:g} from {LONG_BUDGET_EPOCHS} epochs; or the preset's]")]
-Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (one-cycle schedule).")]
-Lr = Annotated[float, typer.Option("--lr", min=0, callback=finite,
-                                   help="Peak learning rate of SGD (momentum 0.9): a finite number > 0.")]
-Bs = Annotated[int, typer.Option("--bs", min=1, help="Batch size.")]
-Balanced = Annotated[bool, typer.Option(
-    "--balanced", help="Class-balanced training batches of the (noisy) labels: each class bs/C times a batch, as the "
-                       "paper's released solver samples. Data in memory only.")]
-Wd = Annotated[float, typer.Option("--wd", min=0, callback=finite, help="L2 weight decay.")]
-ImgSize = Annotated[int, typer.Option(
-    "--img-size", min=4, show_default=False,
-    help="Image side. \\[default: digits 16, CIFAR 32, folders the first image's]")]
-AugmentOpt = Annotated[Augment, typer.Option(
-    "--augment", show_default=False, help="Training augmentation. \\[default: none on digits, else crop+flip]")]
-InMemoryOpt = Annotated[InMemory, typer.Option(
-    "--in-memory", help="A folder or CSV: decode every image into memory if they fit in 2 GiB (auto), always "
-                        "(yes), or stream the files from disk in worker processes (no).")]
-ValidPct = Annotated[float, typer.Option(
-    "--valid-pct", min=0, max=1, callback=finite, help="Held-out fraction of a folder or CSV without its own split.")]
-Classes = Annotated[str, typer.Option("--classes", help="Comma-separated class list of a folder or CSV.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the noise, the split, the initialisation and batches.")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1... \\[default: cuda when available]")]
-Amp = Annotated[bool, typer.Option("--amp/--no-amp", show_default=False,
-                                   help="bf16 mixed precision. \\[default: on with CUDA]")]
-CompileOpt = Annotated[CompileMode, typer.Option(
-    "--compile", show_default=False,
+NoiseTypeOpt = Annotated[NoiseType, option(PANEL_DATA, "--noise-type", metavar="TYPE",
+                                           help="How labels are corrupted: symmetric, pairflip or asymmetric.")]
+Labels = Annotated[Path, option(PANEL_DATA, "--labels", metavar="FILE",
+                                help="Train on a labelling from `fastgr noise` instead.")]
+LossOpt = Annotated[Loss, option(
+    PANEL_GR, "--loss",
+    help="gr (gradient rescaling), or a baseline: ce (cross-entropy), ls (label smoothing 0.1), gce (q 0.7), sce "
+         "(alpha 0.1, beta 1).")]
+MixupOpt = Annotated[float, option(PANEL_GR, "--mixup", metavar="ALPHA", min=0, callback=finite,
+                                   help="MixUp's alpha with a baseline loss (fastai's MixUp); 0: none.")]
+Lam = Annotated[float, option(PANEL_GR, "--lam", metavar="LAM", min=0, callback=finite, show_default=False,
+                              help=f"Emphasis focus parameter. \\[default: {FIXED_DEFAULT.lam:g}; "
+                                   f"{LONG_DEFAULT.lam:g} from {LONG_BUDGET_EPOCHS} epochs; or the preset's]")]
+Beta = Annotated[float, option(PANEL_GR, "--beta", metavar="BETA", min=0, callback=finite, show_default=False,
+                               help=f"Emphasis spread parameter. \\[default: {FIXED_DEFAULT.beta:g}; "
+                                    f"{LONG_DEFAULT.beta:g} from {LONG_BUDGET_EPOCHS} epochs; or the preset's]")]
+Epochs = Annotated[int, option(PANEL_TRAINING, "--epochs", metavar="N", min=1,
+                               help="Training epochs (one-cycle schedule).")]
+Lr = Annotated[float, option(PANEL_TRAINING, "--lr", metavar="LR", min=0, callback=finite,
+                             help="Peak learning rate of SGD (momentum 0.9): a finite number > 0.")]
+Bs = Annotated[int, option(PANEL_TRAINING, "--bs", metavar="N", min=1, help="Batch size.")]
+Balanced = Annotated[bool, option(
+    PANEL_TRAINING, "--balanced",
+    help="Class-balanced training batches of the given labels: each class bs/C times a batch. Data in memory only.")]
+Wd = Annotated[float, option(PANEL_TRAINING, "--wd", metavar="WD", min=0, callback=finite, help="L2 weight decay.")]
+ImgSize = Annotated[int, option(PANEL_DATA, "--img-size", metavar="PX", min=4, show_default=False,
+                                help="Image side. \\[default: digits 16, CIFAR 32, folders the first image's]")]
+AugmentOpt = Annotated[Augment, option(PANEL_DATA, "--augment", show_default=False,
+                                       help="Training augmentation. \\[default: none on digits, else crop+flip]")]
+InMemoryOpt = Annotated[InMemory, option(
+    PANEL_DATA, "--in-memory",
+    help="A folder or CSV: decode every image into memory if they fit in 2 GiB (auto), always (yes), or stream the "
+         "files from disk in worker processes (no).")]
+ValidPct = Annotated[float, option(PANEL_DATA, "--valid-pct", metavar="FRAC", min=0, max=1, callback=finite,
+                                   help="Held-out fraction of a folder or CSV without its own split.")]
+Classes = Annotated[str, option(PANEL_DATA, "--classes", metavar="LIST",
+                                help="Comma-separated class list of a folder or CSV.")]
+Seed = Annotated[int, option(PANEL_TRAINING, "--seed", metavar="N",
+                             help="Seed of the noise, the split, the initialisation and batches.")]
+Device = Annotated[str, option(PANEL_TRAINING, "--device", metavar="DEVICE",
+                               help="cpu, cuda, cuda:1... \\[default: cuda when available]")]
+Amp = Annotated[bool, option(PANEL_TRAINING, "--amp/--no-amp", show_default=False,
+                             help="bf16 mixed precision. \\[default: on with CUDA]")]
+CompileOpt = Annotated[CompileMode, option(
+    PANEL_TRAINING, "--compile", metavar="MODE", show_default=False,
     help="torch.compile the model in this mode; reduce-overhead captures it in CUDA graphs (on a GPU the eager step "
          "is bound by kernel launches: BENCHMARKS.md). Not under a launch of several processes. \\[default: eager]")]
-Warmup = Annotated[float, typer.Option(
-    "--warmup", min=0, max=1, callback=finite, show_default=False,
+Warmup = Annotated[float, option(
+    PANEL_GR, "--warmup", metavar="FRAC", min=0, max=1, callback=finite, show_default=False,
     help=f"Fraction of training over which GR takes over from cross-entropy. \\[default: the setting's own: "
          f"{PRESET_WARMUP:g} for the paper's presets and the default from {LONG_BUDGET_EPOCHS} epochs, "
          f"{FIXED_DEFAULT.warmup:g} for lam {FIXED_DEFAULT.lam:g} / beta {FIXED_DEFAULT.beta:g} or a lam and beta you "
          "give]")]
-WarmupModeOpt = Annotated[WarmupMode, typer.Option(
-    "--warmup-mode", help="blend: a*GR + (1-a)*CE gradients; ramp: lam, beta from (0, 2) up.")]
-Eps = Annotated[float, typer.Option(
-    "--eps", min=0, callback=finite, help="The reference layer's saturation of GR's direction; 0: the bare formula.")]
-Overwrite = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace the run in an existing --out folder (files that are not fastgr's stay).")]
+WarmupModeOpt = Annotated[WarmupMode, option(
+    PANEL_GR, "--warmup-mode", help="blend: a*GR + (1-a)*CE gradients; ramp: lam, beta from (0, 2) up.")]
+Eps = Annotated[float, option(
+    PANEL_GR, "--eps", metavar="EPS", min=0, callback=finite,
+    help="The reference layer's saturation of GR's direction; 0: the bare formula.")]
+Overwrite = Annotated[bool, option(
+    PANEL_RUN, "--overwrite", help="Replace the run in an existing --out folder (files that are not fastgr's stay).")]

@@ -12,13 +12,15 @@ from .base import command, console, err_console, new_file
 SHOWN = 30  # rows of the terminal table; the CSV has them all
 
 
-@command(epilog="Example: fastgr predict runs/photos-gr new_photos/ extra.jpg --top-k 3 --out predictions.csv")
+@command(epilog="Example: fastgr predict runs/photos-gr new_photos/ extra.jpg --top-k 3   (writes "
+                "runs/photos-gr/predictions.csv)")
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished `fastgr train` run folder (it holds learner.pkl)."),
     images: list[Path] = typer.Argument(..., help="Image files, or folders searched for images.",
                                         show_default=False),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="Classes per image, most probable first."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", help="The predictions as a CSV."),
+    out: Path = typer.Option(None, "--out", metavar="FILE", show_default=False,
+                             help="The predictions as a CSV. \\[default: RUN_DIR/predictions.csv]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... \\[default: cuda when available]",
                                show_default=False),
@@ -27,6 +29,7 @@ def predict(
     from fastgr.files import atomic_path
     from fastgr.prediction import predict_images
 
+    out = run_dir / "predictions.csv" if out is None else out  # beside the model, wherever the user stands
     new_file(out, overwrite)  # checked before anything is read or predicted
     table = predict_images(run_dir, images, top_k, device)
     with atomic_path(out) as tmp:

@@ -10,23 +10,15 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fastgr.report import Reporter
+from fastgr.report import COLUMN_NAMES, Reporter
 
 from .base import console
 
-# metrics.csv column -> (header, format)
-COLUMNS = {
-    "epoch": ("epoch", "{:.0f}"),
-    "train_loss": ("train loss", "{:.4f}"),
-    "valid_loss": ("test loss", "{:.4f}"),
-    "test_acc": ("test acc", "{:.4f}"),
-    "train_acc_given": ("fit given", "{:.3f}"),
-    "train_acc_true": ("fit true", "{:.3f}"),
-    "gr_spread": ("spread", "{:.3f}"),
-    "gr_ess": ("ess", "{:.3f}"),
-    "gr_mean_p": ("mean p", "{:.3f}"),
-    "seconds": ("s", "{:.1f}"),
-}
+# metrics.csv column -> (header, format); the headers are the library's, which curves.png uses too
+FORMATS = {"epoch": "{:.0f}", "train_loss": "{:.4f}", "valid_loss": "{:.4f}", "test_acc": "{:.4f}",
+           "train_acc_given": "{:.3f}", "train_acc_true": "{:.3f}", "gr_spread": "{:.3f}", "gr_ess": "{:.3f}",
+           "gr_mean_p": "{:.3f}", "seconds": "{:.1f}"}
+COLUMNS = {col: (COLUMN_NAMES[col], fmt) for col, fmt in FORMATS.items()}
 
 
 # dropped in this order when a terminal is too narrow for every column: test accuracy and the fits stay

@@ -13,6 +13,9 @@ from fastgr.ranks import is_main, world_size
 from .base import command, console, fail, usage_error
 from .options import (
     DEFAULTS,
+    PANEL_GR,
+    PANEL_RUN,
+    PANEL_TUNING,
     Amp,
     Arch,
     AugmentOpt,
@@ -48,6 +51,7 @@ from .options import (
     Wd,
     Weights,
     build_config,
+    option,
     refuse_ignored,
 )
 from .render import RichReporter, summary_table
@@ -98,13 +102,14 @@ def train(
     mixup: MixupOpt = DEFAULTS.mixup,
     lam: Lam = DEFAULTS.lam,
     beta: Beta = DEFAULTS.beta,
-    preset: bool = typer.Option(DEFAULTS.preset, "--preset", help="lam and beta from the paper's table (by noise "
-                                "rate and class count); tuned for long schedules."),
-    tune: bool = typer.Option(DEFAULTS.tune, "--tune", help="First pick lam and beta on held-out noisy training "
-                              "labels (`fastgr tune`), then train with them."),
-    auto: bool = typer.Option(DEFAULTS.auto, "--auto", help="GR's automatic setting (experimental): cross-entropy "
-                              "until the network starts to fit the labels it contradicted, then GR (lam 1, beta 16) "
-                              "blended in."),
+    preset: bool = option(PANEL_GR, DEFAULTS.preset, "--preset",
+                          help="lam and beta from the paper's table (by noise rate and class count), with a warm-up."),
+    tune: bool = option(PANEL_TUNING, DEFAULTS.tune, "--tune",
+                        help="First pick lam and beta on held-out noisy training labels (`fastgr tune`), then train "
+                             "with them."),
+    auto: bool = option(PANEL_GR, DEFAULTS.auto, "--auto",
+                        help="GR's automatic setting (experimental): cross-entropy until the network starts to fit "
+                             "the labels it contradicted, then GR (lam 1, beta 16) blended in."),
     warmup: Warmup = DEFAULTS.warmup,
     warmup_mode: WarmupModeOpt = WarmupMode(DEFAULTS.warmup_mode),
     eps: Eps = DEFAULTS.eps,
@@ -122,12 +127,14 @@ def train(
     device: Device = DEFAULTS.device,
     amp: Amp = DEFAULTS.amp,
     compile: CompileOpt = DEFAULTS.compile,
-    out: Path = typer.Option(None, "--out", help="Run folder. \\[default: runs/<data>-<loss>-<time>]"),
-    correct: bool = typer.Option(DEFAULTS.correct, "--correct", help="Relabel the training set with the model, "
-                                 "then retrain from scratch (paper, Table 9)."),
-    correct_threshold: float = typer.Option(DEFAULTS.correct_threshold, "--correct-threshold", min=0, max=1,
-                                            help="Relabel only where the model is at least this confident."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    out: Path = option(PANEL_RUN, None, "--out", metavar="DIR",
+                       help="Run folder. \\[default: runs/<data>-<loss>-<time>]"),
+    correct: bool = option(PANEL_TUNING, DEFAULTS.correct, "--correct",
+                           help="Relabel the training set with the model, then retrain from scratch."),
+    correct_threshold: float = option(PANEL_TUNING, DEFAULTS.correct_threshold, "--correct-threshold", metavar="P",
+                                      min=0, max=1,
+                                      help="Relabel only where the model is at least this confident."),
+    resume: bool = option(PANEL_RUN, False, "--resume", help="Continue the interrupted run in --out."),
     overwrite: Overwrite = False,
 ):
     """Train a classifier on noisy labels with GR (or plain cross-entropy) and write a run folder."""

@@ -13,6 +13,8 @@ from fastgr.presets import TUNE_GRID
 from .base import command, console
 from .options import (
     DEFAULTS,
+    PANEL_RUN,
+    PANEL_TUNING,
     Amp,
     Arch,
     AugmentOpt,
@@ -43,6 +45,7 @@ from .options import (
     Wd,
     Weights,
     build_config,
+    option,
     refuse_ignored,
 )
 from .render import RichReporter, fmt
@@ -80,12 +83,12 @@ GRID_DEFAULT = " ".join(s if isinstance(s, str) else ",".join(f"{v:g}" for v in 
 def tune(
     ctx: typer.Context,
     data: Data = DEFAULTS.data,
-    grid: str = typer.Option(GRID_DEFAULT, "--grid", callback=parse_grid,
-                             help="lam,beta or lam,beta,warmup settings of GR, and baselines by name "
-                                  f"({', '.join(LOSSES[1:])}), to try, separated by spaces; --warmup, when given, "
-                                  "overrides the settings' own."),
-    tune_holdout: float = typer.Option(DEFAULTS.tune_holdout, "--holdout", min=0.01, max=0.9,
-                                       help="Fraction of the (noisy) training set held out to score each setting."),
+    grid: str = option(PANEL_TUNING, GRID_DEFAULT, "--grid", metavar="GRID", callback=parse_grid,
+                       help="lam,beta or lam,beta,warmup settings of GR, and baselines by name "
+                            f"({', '.join(LOSSES[1:])}), to try, separated by spaces; --warmup, when given, "
+                            "overrides the settings' own."),
+    tune_holdout: float = option(PANEL_TUNING, DEFAULTS.tune_holdout, "--holdout", metavar="FRAC", min=0.01, max=0.9,
+                                 help="Fraction of the (noisy) training set held out to score each setting."),
     arch: Arch = DEFAULTS.arch,
     pretrained: Pretrained = DEFAULTS.pretrained,
     weights: Weights = None,
@@ -110,7 +113,8 @@ def tune(
     device: Device = DEFAULTS.device,
     amp: Amp = DEFAULTS.amp,
     compile: CompileOpt = DEFAULTS.compile,
-    out: Path = typer.Option(None, "--out", help="Folder for tune.csv and the tuning runs. \\[default: none kept]"),
+    out: Path = option(PANEL_RUN, None, "--out", metavar="DIR",
+                       help="Folder for tune.csv and the tuning runs. \\[default: none kept]"),
     overwrite: Overwrite = False,
 ):
     """Try a grid of (lam, beta, warm-up) under the final run's epoch budget; score each on held-out noisy labels."""

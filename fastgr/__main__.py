@@ -1,6 +1,6 @@
 "`python -m fastgr`: the same as the `fastgr` command."
 
-from fastgr.cli import app
+from fastgr.cli import main
 
 if __name__ == "__main__":
-    app(prog_name="fastgr")
+    main()

@@ -250,13 +250,17 @@ def resolve_settings(
 def versions() -> dict[str, str]:
     "The versions of what a run's numbers depend on, for config.json and the benchmarks."
     import fastai
-    import timm
     import torch
 
     from . import __version__
 
+    try:
+        import timm
+    except ModuleNotFoundError:  # the library without the `cli` extra: a model of your own
+        timm = None
     return {"fastgr": __version__, "fastai": fastai.__version__, "torch": torch.__version__,
-            "timm": timm.__version__, "python": platform.python_version(), "cpu": cpu_kind()}
+            "timm": timm.__version__ if timm else "not installed", "python": platform.python_version(),
+            "cpu": cpu_kind()}
 
 
 def cpu_kind() -> str:

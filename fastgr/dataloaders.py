@@ -11,7 +11,7 @@ from fastai.data.core import DataLoaders
 from torch import Tensor
 
 from .loader import ImageTensors, TensorDL
-from .stream import StreamDL, default_workers
+from .stream import StreamDataLoaders, StreamDL, default_workers
 
 __all__ = ["make_dataloaders", "check_balanced"]
 
@@ -45,9 +45,10 @@ def make_dataloaders(
         train = StreamDL(list(zip(data.train_paths, y.tolist())), bs=bs, shuffle=True, drop_last=len(y) > bs,
                          augment=augment or data.augment, **common)
         valid = StreamDL(list(zip(data.valid_paths, data.valid_y.tolist())), bs=max(bs, 256), **common)
-        return DataLoaders(train, valid, device=device)
+        return StreamDataLoaders(train, valid, device=device)
     common = dict(mean=mean, std=std, device=device, seed=seed, channels_last=channels_last, vocab=data.classes)
     train = TensorDL(ImageTensors(data.train_x, y), bs, shuffle=True, drop_last=len(y) > bs,
                      augment=augment or data.augment, balanced=balanced, **common)
-    valid = TensorDL(ImageTensors(data.valid_x, data.valid_y), max(bs, 256), **common)
+    # the held-out loader carries the augmentation for fastai's `tta` alone: its own passes leave images as they are
+    valid = TensorDL(ImageTensors(data.valid_x, data.valid_y), max(bs, 256), augment=augment or data.augment, **common)
     return DataLoaders(train, valid, device=device)

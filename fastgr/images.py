@@ -95,8 +95,23 @@ def decode_files(paths: Sequence[Path], img_size: int, channels: int) -> tuple[l
     return [r[0] for r in results], [r[1] for r in results]
 
 
+def array_hwc(
+    a: np.ndarray,  # (H, W), (H, W, C) or (C, H, W) uint8, C 1, 3 or 4
+) -> np.ndarray:  # (H, W) or (H, W, C), contiguous: what PIL's `fromarray` takes
+    "An array image in PIL's layout: channels last (moved there from first where only the first axis can be C)."
+    if a.dtype != np.uint8:
+        raise ValueError(f"an array image must be uint8 (0-255), got {a.dtype}")
+    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4):
+        if a.shape[0] not in (1, 3, 4):
+            raise ValueError(f"an array image must be HxW, HxWxC or CxHxW with C 1, 3 or 4, got {a.shape}")
+        a = a.transpose(1, 2, 0)  # CxHxW, as torch and fastgr's own batches hold images
+    elif a.ndim not in (2, 3):
+        raise ValueError(f"an array image must be HxW, HxWxC or CxHxW, got {a.shape}")
+    return np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a)
+
+
 def decode_images(
-    items: Sequence,  # paths, PIL images, HxW[xC] uint8 arrays or CxHxW uint8 tensors
+    items: Sequence,  # paths, PIL images, HxW[xC] or CxHxW uint8 arrays, or CxHxW uint8 tensors
     size: tuple[int, int],  # (height, width) to resize to
     channels: int,  # 1 (grayscale) or 3 (RGB)
 ) -> Tensor:  # (N, channels, height, width) uint8
@@ -110,7 +125,7 @@ def decode_images(
             it = it.detach().cpu().numpy()
             it = it.transpose(1, 2, 0) if it.ndim == 3 else it
         if isinstance(it, np.ndarray):
-            it = Image.fromarray(np.ascontiguousarray(it.squeeze(-1) if it.ndim == 3 and it.shape[-1] == 1 else it))
+            it = Image.fromarray(array_hwc(it))
         if not isinstance(it, Image.Image):
             it = open_image(it, mode, max(size))
         im = to_mode(it, mode)

@@ -12,8 +12,8 @@ model's probabilities on the unaugmented training set. `rank_label_issues` turns
   does not memorise the wrong labels (GR's purpose); a run that memorises them (cross-entropy, long) gives
   wrong labels a positive margin too, and the estimate falls short;
 - `suggested_label`: the trained model's prediction where it differs from the given label, else its most probable
-  other class; `model_label` is the prediction itself, what `train --correct` relabels to (the paper's rule: it
-  relabels where the final model disagrees, not the flagged set; BENCHMARKS.md, "Label issues", has the two rules
+  other class; `model_label` is the prediction itself, what `train --correct` relabels to (it relabels where the
+  final model disagrees, not the flagged set; BENCHMARKS.md, "Label issues", has the two rules
   retrained side by side).
 """
 

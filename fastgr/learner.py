@@ -22,10 +22,8 @@ from torch import nn
 from .callback import GRCallback
 from .config import LOSSES
 from .dynamics import TrainingDynamics
-from .finetune import create_finetune_model
 from .hostmem import TrimHostHeap
 from .losses import baseline_loss
-from .models import create_model
 from .monitor import EmphasisMonitor
 from .optim import ForeachSGD
 from .presets import DEFAULT_WARMUP, FIXED_DEFAULT, REFERENCE_EPS
@@ -66,6 +64,19 @@ def unwrapped(model: nn.Module) -> nn.Module:
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     return getattr(model, "_orig_mod", model)
+
+
+def _backbone(arch: str, n_out: int, in_chans: int, weights, finetune: bool) -> nn.Module:
+    "A model by name, through timm: the library's one import of it, so that `GRCallback` needs fastai and torch alone."
+    try:
+        from .finetune import create_finetune_model
+        from .models import create_model
+    except ModuleNotFoundError as e:
+        if e.name != "timm":
+            raise
+        raise ImportError(f"a backbone by name ({arch!r}) needs timm: pip install timm, or 'fastgr[cli]'; "
+                          "or pass your own model") from None
+    return create_finetune_model(arch, n_out, in_chans, weights) if finetune else create_model(arch, n_out, in_chans)
 
 
 def _split_unwrapped(splitter, model: nn.Module):
@@ -116,8 +127,7 @@ def gr_learner(
         if in_chans is None:
             x = dls.train.x if hasattr(dls.train, "x") else dls.one_batch()[0]
             in_chans = int(x.shape[1])
-        model = create_finetune_model(arch, n_out, in_chans, weights) if finetune else create_model(arch, n_out,
-                                                                                                      in_chans)
+        model = _backbone(arch, n_out, in_chans, weights, finetune)
     else:
         model = arch
     splitter = trainable_params

@@ -4,7 +4,8 @@ Small images (digits, CIFAR) are decoded once (`fastgr.data`) and batched straig
 device: the batch is an index into it, then pad-and-crop, flip and normalisation run on the whole batch at once,
 so a GPU is never starved by per-image Python work. `TensorDL` extends fastai's `TfmdDL` the way fastai's own
 `TabDataLoader` does (`do_item` passes indices through, `create_batch` indexes the data), so `one_batch`,
-`show_batch`, `show_results`, `learn.predict` and `load_learner(...).predict` work as with any fastai loader.
+`show_batch`, `show_results`, `learn.predict`, `load_learner(...).predict`, `learn.tta` and
+`ClassificationInterpretation` (`plot_top_losses`) work as with any fastai loader.
 
 A training epoch's batches are a function of `(seed, epoch)` only: an interrupted run resumes with the same ones.
 The dataset indices of the last batch are `dl.batch_idx` (see `fastgr.telemetry.batch_indices`).
@@ -13,47 +14,23 @@ The dataset indices of the last batch are `dl.batch_idx` (see `fastgr.telemetry.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from fastai.data.core import TfmdDL
 from fastai.data.transforms import Category, ItemTransform, Transform
 from fastai.torch_core import TensorCategory, TensorImage
 from fastai.vision.data import show_batch  # noqa: F401  (its grid of images for TensorImage batches)
+from fastai.vision.learner import plot_top_losses, show_results  # noqa: F401  (theirs, for image batches)
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from .augment import PadCropFlip
 from .config import AUGMENTS
 from .ranks import rank
+from .sampling import balanced_order
 
-__all__ = ["AUGMENTS", "ImageTensors", "NormalizeBytes", "ClassNames", "TensorDL", "balanced_order"]
-
-
-def balanced_order(
-    labels: Tensor,  # (N,) int64 class of each example, on the CPU (the labels trained on: noisy ones)
-    generator: torch.Generator,  # CPU generator: the order's randomness
-) -> Tensor:  # (N,) int64 dataset indices
-    """A class-balanced epoch: each block of C indices from the start holds one example of each of the C classes
-    present, in a random order, so a batch of B holds each class B/C times (+-1): the sampling of the paper's
-    released solver (DESIGN.md). Each class's examples come in a random order, started again (re-drawn) when a rare
-    class runs out; a common class's surplus waits for a later epoch. N draws in all: as long as a shuffled epoch."""
-    n = len(labels)
-    if n == 0:
-        return torch.zeros(0, dtype=torch.long)
-    classes, cls = torch.unique(labels, return_inverse=True)  # cls: (N,) each example's class as 0..C-1
-    c = len(classes)
-    slots = torch.rand(-(-n // c), c, generator=generator).argsort(1).flatten()[:n]  # (N,) the class of each slot
-    # grouped by class with one sort each (not a pass over N per class: ImageNet has 1,000)
-    members = cls.argsort(stable=True).split(torch.bincount(cls, minlength=c).tolist())
-    where = slots.argsort(stable=True).split(torch.bincount(slots, minlength=c).tolist())
-    order = torch.empty(n, dtype=torch.long)
-    for have, need in zip(members, where):
-        if not len(need):  # fewer examples than classes: the last block is cut short
-            continue
-        rounds = -(-len(need) // len(have))
-        draws = torch.cat([have[torch.randperm(len(have), generator=generator)] for _ in range(rounds)])
-        order[need] = draws[: len(need)]
-    return order
+__all__ = ["AUGMENTS", "ImageTensors", "NormalizeBytes", "ClassNames", "TensorDL"]
 
 
 class ImageTensors(TensorDataset):
@@ -69,6 +46,17 @@ class ImageTensors(TensorDataset):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
         super().__init__(x, torch.as_tensor(y, dtype=torch.long))
+
+    split_idx: int | None = None  # fastai's: 0 applies training-only transforms (TTA sets it), None the loader's own
+
+    @contextmanager
+    def set_split_idx(self, i: int | None):
+        "fastai's context: the batches drawn inside it are transformed as split `i` (0: training, 1: held out)."
+        old, self.split_idx = self.split_idx, i
+        try:
+            yield self
+        finally:
+            self.split_idx = old
 
     @property
     def x(self) -> Tensor:
@@ -182,7 +170,9 @@ class TensorDL(TfmdDL):
         self.epoch, self.epoch_indices, self.batch_idx = 0, None, None
         tfms = [NormalizeBytes(self.mean, self.std, channels_last)]
         if augment != "none":  # the paper's padding for 32x32 images is 4: an eighth of the side
-            tfms.insert(0, PadCropFlip(max(1, dataset.x.shape[-1] // 8), augment == "crop+flip"))
+            crop = PadCropFlip(max(1, dataset.x.shape[-1] // 8), augment == "crop+flip")
+            crop.split_idx = 0  # training passes only (and TTA's): see `before_iter`
+            tfms.insert(0, crop)
         super().__init__(dataset.to(device), bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=0,
                          device=device, after_item=ClassNames(self.vocab), after_batch=tfms, **methods)
         if len(self.dataset):
@@ -216,9 +206,19 @@ class TensorDL(TfmdDL):
     def _epoch_seed(self) -> int:
         return (self.seed * 1_000_003 + self.epoch) % (2**63)
 
+    @property
+    def items(self) -> range:
+        "What fastai's `Interpretation` indexes and hands back to `new`: this loader's dataset indices."
+        return range(len(self.dataset))
+
     # fastai's DataLoader events
     def before_iter(self):
         super().before_iter()
+        # the augmentation runs on shuffled (training) passes; a held-out or prediction pass is left as it is,
+        # unless the dataset says otherwise (fastai's `tta` draws augmented passes under `set_split_idx(0)`)
+        split = self.dataset.split_idx if getattr(self.dataset, "split_idx", None) is not None else \
+            (0 if self.shuffle else 1)
+        self.after_batch.split_idx = split
         # the order comes from a CPU generator (`get_idxs`), the augmentation from one on the data's device; the
         # ranks of a launch share the order but each draws its own augmentation
         for tfm in self.after_batch.fs:
@@ -278,6 +278,9 @@ class TensorDL(TfmdDL):
     def new(self, dataset=None, cls=None, **kwargs) -> TensorDL:
         """A copy with some settings changed (fastai calls `new(shuffle=False, drop_last=False)` to predict);
         `dataset` may be raw images to predict, which are decoded to this loader's size and channels."""
+        kwargs.pop("process", None)  # fastai's `test_dl` asks tabular loaders to process; images are ready
+        if "shuffled" in kwargs:  # what fastai's `tta` passes for `shuffle`
+            kwargs["shuffle"] = kwargs.pop("shuffled")
         if dataset is not None and not isinstance(dataset, ImageTensors):
             dataset = self.images(dataset)
         res = (cls or type(self))(self.dataset if dataset is None else dataset,
@@ -287,9 +290,14 @@ class TensorDL(TfmdDL):
         return res
 
     def images(self, items) -> ImageTensors:
-        "Raw images (paths, PIL images, HxW[xC] uint8 arrays, CxHxW uint8 tensors) as this loader's data."
+        """Raw images (paths, PIL images, HxW[xC] or CxHxW uint8 arrays, CxHxW uint8 tensors) as this loader's data;
+        or indices of this loader's own examples, with their labels (what `Interpretation` asks for, via `items`)."""
         from .images import decode_images
 
+        items = list(items)
+        if items and all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            idx = torch.as_tensor(items, dtype=torch.long, device=self.x.device)
+            return ImageTensors(self.x[idx], self.y[idx])
         c, h, w = self.x.shape[1:]
-        x = decode_images(list(items), (h, w), c)
+        x = decode_images(items, (h, w), c)
         return ImageTensors(x, torch.zeros(len(x), dtype=torch.long))

@@ -13,9 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .files import atomic_path
 from .gradient import emphasis_focus, weight_curve
+from .report import COLUMN_NAMES
 
 __all__ = ["plot_weight_curves", "plot_weight_vs_p", "plot_weights_flipped_clean", "plot_learning_curves",
            "plot_label_issues", "save_figure"]
@@ -87,23 +89,22 @@ def plot_weights_flipped_clean(
 
 
 def plot_learning_curves(
-    metrics: pd.DataFrame,  # per epoch: columns epoch, train_loss, and any of valid_loss, train_acc, test_acc
+    metrics: pd.DataFrame,  # per epoch: columns epoch, train_loss, and any of valid_loss, train_acc_*, test_acc
+    title: str = "learning curves",  # the figure's title, e.g. the run folder's name
 ) -> Figure:
-    "Losses and accuracies per epoch, train beside test."
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
-    for col in ("train_loss", "valid_loss"):
-        if col in metrics:
-            a1.plot(metrics["epoch"], metrics[col], marker=".", label=col)
-    a1.set_xlabel("epoch")
-    a1.set_title("loss")
-    a1.legend(fontsize=8)
-    for col in ("train_acc_given", "train_acc_true", "test_acc"):
-        if col in metrics:
-            a2.plot(metrics["epoch"], metrics[col], marker=".", label=col)
-    a2.set_xlabel("epoch")
+    "Losses and accuracies per epoch, train beside test, under the names the console's training table uses."
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=90)
+    for ax, name, cols in ((a1, "loss", ("train_loss", "valid_loss")),
+                           (a2, "accuracy", ("train_acc_given", "train_acc_true", "test_acc"))):
+        for col in cols:
+            if col in metrics:
+                ax.plot(metrics["epoch"], metrics[col], marker=".", label=COLUMN_NAMES[col])
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 2.5 ticks on a short run
+        ax.set_title(name)
+        ax.legend(fontsize=8)
     a2.set_ylim(0, 1)
-    a2.set_title("accuracy")
-    a2.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     plt.close(fig)
     return fig

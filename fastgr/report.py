@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "COLUMN_NAMES"]
+
+# each metrics.csv column's name in the console's training table and in curves.png
+COLUMN_NAMES = {"epoch": "epoch", "train_loss": "train loss", "valid_loss": "test loss", "test_acc": "test acc",
+                "train_acc_given": "fit given", "train_acc_true": "fit true", "gr_spread": "spread", "gr_ess": "ess",
+                "gr_mean_p": "mean p", "seconds": "s"}
 
 
 class Reporter:

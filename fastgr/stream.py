@@ -24,18 +24,21 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
-from fastai.data.core import Datasets, TfmdDL
+from fastai.data.core import DataLoaders, Datasets, TfmdDL
 from fastai.data.transforms import Categorize, IntToFloatTensor, ItemGetter, Normalize, ToTensor, Transform
 from fastai.torch_core import TensorImage, to_device
 from fastai.vision.augment import RandomResizedCropGPU, Resize
 from fastai.vision.core import PILImage, PILImageBW
+from PIL import Image
+from torch import Tensor
 
 from .augment import FlipEach
 from .config import AUGMENTS
 from .workers import BatchJobs, EpochJobs, as_made
 
-__all__ = ["StreamDL", "OpenImage", "FitSquare", "UnreadableFileWarning", "PRESIZE",
+__all__ = ["StreamDL", "StreamDataLoaders", "OpenImage", "FitSquare", "UnreadableFileWarning", "PRESIZE",
            "MIN_SCALE", "default_workers"]
 
 PRESIZE = 1.25  # training images are decoded at this many times the image size, then crops are drawn on the device
@@ -63,6 +66,16 @@ class OpenImage(Transform):
 
         im = open_image(path, "L" if self.channels == 1 else "RGB", self.size)
         return (PILImageBW if self.channels == 1 else PILImage).create(im)
+
+    def encodes(self, a: np.ndarray | Tensor | Image.Image):  # noqa: F811  (fastai dispatches on the type)
+        "An image in memory (`learn.predict`): HxW[xC] or CxHxW uint8 array, CxHxW tensor, PIL image."
+        from .images import array_hwc, to_mode
+
+        if isinstance(a, Tensor):  # CxHxW, as torch holds images
+            a = a.detach().cpu().numpy()
+        im = a if isinstance(a, Image.Image) else Image.fromarray(array_hwc(a))
+        mode = "L" if self.channels == 1 else "RGB"
+        return (PILImageBW if self.channels == 1 else PILImage).create(to_mode(im, mode))
 
 
 class FitSquare(Transform):
@@ -122,7 +135,8 @@ class StreamDL(TfmdDL):
     ):
         if augment not in AUGMENTS:
             raise ValueError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
-        self.items = [(Path(p), int(y)) for p, y in items]
+        # files; an image in memory (to predict) stays as it is
+        self.items = [(Path(p) if isinstance(p, (str, os.PathLike)) else p, int(y)) for p, y in items]
         self.vocab, self.size, self.channels, self.augment = list(vocab), int(size), int(channels), augment
         self.mean, self.std, self.seed, self.channels_last = [float(v) for v in mean], [float(v) for v in std], \
             seed, channels_last
@@ -271,3 +285,14 @@ class StreamDL(TfmdDL):
         settings.update(num_workers=self.fake_l.num_workers, pin_memory=self.pin_memory, timeout=self.timeout,
                         persistent_workers=self.persistent_workers)
         return (cls or type(self))(items, **{**settings, **{k: v for k, v in kwargs.items() if k in settings}})
+
+
+class StreamDataLoaders(DataLoaders):
+    "fastai's `DataLoaders` of streamed files, whose `test_dl` also takes images in memory."
+
+    def test_dl(self, test_items, rm_type_tfms=None, with_labels: bool = False, **kwargs) -> StreamDL:
+        """New items as a loader like the held-out one: files, `(file, label)` pairs, or images in memory (arrays,
+        tensors, PIL images) for `learn.predict`. fastai's own `test_dl` picks the transforms to skip by the first
+        item's type, which knows files and PIL images of the loader's kind only; `StreamDL.new` takes them all."""
+        return self.valid.new(list(test_items), **kwargs)
+

@@ -162,7 +162,8 @@ class SmoothLossOnDevice(Callback):
         rec = self.learn.recorder
         if not isinstance(rec.smooth_loss, DeviceSmoothLoss):
             # not `rec.smooth_loss = ...`: fastai warns of a callback attribute named like the learner's
-            rec.__dict__["smooth_loss"] = DeviceSmoothLoss(rec.smooth_loss.beta)
+            smooth = rec.__dict__["smooth_loss"] = DeviceSmoothLoss(rec.smooth_loss.beta)
+            smooth.reset()  # the Recorder reset its own already; fastai before 2.8.2 sets count and val only there
 
     def before_train(self):
         self._start = len(self.learn.recorder.losses)

@@ -294,7 +294,7 @@ def _plots(folder: RunFolder, rows: list[dict], examples: pd.DataFrame | None, r
            truth_known: bool) -> None:
     from .plots import plot_learning_curves, plot_weight_vs_p, plot_weights_flipped_clean
 
-    folder.save_figure("curves.png", plot_learning_curves(pd.DataFrame(rows)))
+    folder.save_figure("curves.png", plot_learning_curves(pd.DataFrame(rows), title=folder.path.name))
     if examples is not None and len(examples):
         folder.save_figure("weights_vs_p.png", plot_weight_vs_p(examples, resolved.lam))
         if truth_known and np.any(examples["flipped"]):

@@ -253,7 +253,7 @@ def test_preset_takes_the_papers_setting_and_warns(tmp_path, image_folder):
     assert (config["resolved"]["lam"], config["resolved"]["beta"]) == (1.0, 16.0)
     assert "CIFAR-10, r=0.4" in config["resolved"]["setting_source"]
     assert config["resolved"]["warmup"] == 0.5  # the preset's own warm-up
-    assert "30k-iteration schedules" in r.stdout
+    assert "chosen on long runs over all of CIFAR" in r.stdout
     assert "preset lam=1, beta=16, warm-up 0.5 from CIFAR-10, r=0.4" in " ".join(r.stdout.split())
     assert "symmetric noise only" not in " ".join(r.stdout.split())
     # the paper's tables cover symmetric noise only: pairflip (or a labels file of human noise) is warned about

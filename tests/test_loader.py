@@ -83,7 +83,7 @@ def test_images_are_resized_and_converted_like_the_data(folder_dls):
 
 def test_balanced_order_puts_every_class_in_every_block():
     "Each C consecutive indices hold each class once; a rare class repeats, a common one is cut; seeded."
-    from fastgr.loader import balanced_order
+    from fastgr.sampling import balanced_order
 
     labels = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2])  # 2, 6 and 4 examples of 3 classes
     order = balanced_order(labels, torch.Generator().manual_seed(0))

@@ -53,6 +53,19 @@ def test_predict_cli_writes_the_csv_and_skips_unreadable_files(trained, tmp_path
     assert str(one) in table["item"].tolist()
 
 
+def test_predict_writes_into_the_run_folder_by_default(trained, tmp_path, monkeypatch):
+    data, run_dir = trained
+    monkeypatch.chdir(tmp_path)  # wherever the user stands, nothing lands there
+    one = sorted((data / "valid" / "dog").iterdir())[0]
+    r = run("predict", run_dir, one)
+    out = run_dir / "predictions.csv"
+    assert f"wrote {out}" in r.stdout and pd.read_csv(out)["item"].tolist() == [str(one)]
+    assert not any(tmp_path.iterdir())
+    r = runner.invoke(app, ["predict", str(run_dir), str(one)])  # a second time: the first is kept
+    assert r.exit_code == 1 and "exists; pass --overwrite" in error_line(r)
+    out.unlink()
+
+
 def test_predict_refuses_bad_input_in_one_line_and_keeps_files(trained, tmp_path):
     data, run_dir = trained
     out = tmp_path / "p.csv"
