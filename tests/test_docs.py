@@ -275,3 +275,28 @@ def test_results_table_of_a_seeds_file(tmp_path):
                                                             [" mean +- sd ", " 0.720 +- 0.028 (2) "]]
     first = {"digits40/30/ce": {"test_accuracy_final": 0.70, "test_accuracy_best": 0.71}}
     assert sweep.results_table(first, main) == sweep.table(first)
+
+
+def test_readme_figures_outside_its_tables_are_the_raw_results():
+    "The demo's output, the CE baseline, --auto, the short-budget gap and the label-issue ranking of the README."
+    import json
+
+    results = ROOT / "bench" / "results"
+    rows = json.loads((results / "budget_sweep.json").read_text())["rows"]
+    demo, ce, auto = rows["digits40/30/gr"], rows["digits40/30/ce"], rows["digits40/30/auto"]
+    assert (demo["lam"], demo["beta"], demo["epochs"]) == (0.5, 8.0, 30)  # `fastgr train` as it is
+    for key, shown in (("test_accuracy_final", "test_accuracy_final      │  {:.4f}"),
+                       ("train_accuracy_given", "train_accuracy_given     │  {:.4f}"),
+                       ("train_accuracy_true", "train_accuracy_true      │  {:.4f}"),
+                       ("noise_rate_realised", "noise_rate_realised      │  {:.4f}")):
+        assert shown.format(demo[key]) in README, key
+    assert f"test acc {demo['test_accuracy_final']:.4f}" in README
+    assert f"ends at {ce['test_accuracy_final']:.3f}, having fitted every wrong label" in README
+    assert ce["train_accuracy_given"] == 1.0
+    assert f"{auto['test_accuracy_final']:.3f} on digits 40%" in README
+    gaps = [rows[f"cifar5k_sym40/{n}/ce"]["test_accuracy_final"] - rows[f"cifar5k_sym40/{n}/gr"]["test_accuracy_final"]
+            for n in (10, 20)]
+    assert f"GR's defaults end {100 * min(gaps):.1f}-{100 * max(gaps):.1f}" in README
+    issues = json.loads((results / "label_issues.json").read_text())["digits40"]
+    assert f"AUROC {issues['fastgr_gr']['auroc']:.3f}, against {issues['cleanlab']['auroc']:.3f}" in README
+    assert issues["cleanlab"]["images_processed"] == 4 * issues["fastgr_gr"]["images_processed"]  # "four times"
