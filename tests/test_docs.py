@@ -294,6 +294,8 @@ def test_readme_figures_outside_its_tables_are_the_raw_results():
     assert f"ends at {ce['test_accuracy_final']:.3f}, having fitted every wrong label" in README
     assert ce["train_accuracy_given"] == 1.0
     assert f"{auto['test_accuracy_final']:.3f} on digits 40%" in README
+    cifar = {c: rows[f"cifar5k_sym40/120/{c}"]["test_accuracy_final"] for c in ("auto", "ce", "preset")}
+    assert "{auto:.3f} on CIFAR-5k 40% at 120 epochs (CE {ce:.3f}, the defaults {preset:.3f}".format(**cifar) in README
     gaps = [rows[f"cifar5k_sym40/{n}/ce"]["test_accuracy_final"] - rows[f"cifar5k_sym40/{n}/gr"]["test_accuracy_final"]
             for n in (10, 20)]
     assert f"GR's defaults end {100 * min(gaps):.1f}-{100 * max(gaps):.1f}" in README
