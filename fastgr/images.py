@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["IMAGE_EXTENSIONS", "to_mode", "open_image", "fit_square", "unreadable_reason", "decode_files",
-           "decode_images", "first_size", "find_unreadable", "walk_images"]
+           "decode_images", "array_hwc", "memory_image", "first_size", "find_unreadable", "walk_images"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -110,6 +110,20 @@ def array_hwc(
     return np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a)
 
 
+def memory_image(
+    it,  # a CxHxW (or HxW) uint8 tensor, an array image (`array_hwc`), or a PIL image
+):
+    "An image held in memory as a PIL image: what `learn.predict` may be given besides a file, on either data path."
+    from PIL import Image
+
+    if isinstance(it, Image.Image):
+        return it
+    if isinstance(it, Tensor):  # CxHxW, as torch holds images
+        it = it.detach().cpu().numpy()
+        it = it.transpose(1, 2, 0) if it.ndim == 3 else it
+    return Image.fromarray(array_hwc(it))
+
+
 def decode_images(
     items: Sequence,  # paths, PIL images, HxW[xC] or CxHxW uint8 arrays, or CxHxW uint8 tensors
     size: tuple[int, int],  # (height, width) to resize to
@@ -121,14 +135,8 @@ def decode_images(
     mode = "L" if channels == 1 else "RGB"
     out = []
     for it in items:
-        if isinstance(it, Tensor):
-            it = it.detach().cpu().numpy()
-            it = it.transpose(1, 2, 0) if it.ndim == 3 else it
-        if isinstance(it, np.ndarray):
-            it = Image.fromarray(array_hwc(it))
-        if not isinstance(it, Image.Image):
-            it = open_image(it, mode, max(size))
-        im = to_mode(it, mode)
+        im = to_mode(memory_image(it) if isinstance(it, (Tensor, np.ndarray, Image.Image)) else
+                     open_image(it, mode, max(size)), mode)
         if size[0] == size[1]:
             im = fit_square(im, size[0])
         elif im.size != (size[1], size[0]):

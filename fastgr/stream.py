@@ -69,13 +69,10 @@ class OpenImage(Transform):
 
     def encodes(self, a: np.ndarray | Tensor | Image.Image):  # noqa: F811  (fastai dispatches on the type)
         "An image in memory (`learn.predict`): HxW[xC] or CxHxW uint8 array, CxHxW tensor, PIL image."
-        from .images import array_hwc, to_mode
+        from .images import memory_image, to_mode
 
-        if isinstance(a, Tensor):  # CxHxW, as torch holds images
-            a = a.detach().cpu().numpy()
-        im = a if isinstance(a, Image.Image) else Image.fromarray(array_hwc(a))
         mode = "L" if self.channels == 1 else "RGB"
-        return (PILImageBW if self.channels == 1 else PILImage).create(to_mode(im, mode))
+        return (PILImageBW if self.channels == 1 else PILImage).create(to_mode(memory_image(a), mode))
 
 
 class FitSquare(Transform):

@@ -60,8 +60,12 @@ def test_interpretation_plots_the_top_losses_of_the_right_examples(in_memory):
         _, preds, targs, _, _ = interp[idx]
     valid = learn.dls.valid.dataset
     assert torch.equal(targs.cpu(), valid.y[idx].cpu())  # each plotted example with its own label
-    ce = torch.nn.functional.cross_entropy(preds.float().log(), targs, reduction="none")
-    torch.testing.assert_close(ce, losses, rtol=1e-4, atol=1e-4)
+    assert (losses[:-1] >= losses[1:]).all()  # the largest first
+    # each loss is its example's cross-entropy; a top loss's probability may underflow to 0 in float32 (log: inf)
+    ce = -preds.float()[torch.arange(len(targs)), targs].log()
+    finite = ce.isfinite()
+    assert finite.sum() >= 3
+    torch.testing.assert_close(ce[finite], losses[finite], rtol=1e-4, atol=1e-4)
     plt.close("all")
     with learn.no_bar():
         interp.plot_top_losses(5)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import posixpath
 import re
 import sys
@@ -137,7 +136,6 @@ def api_markdown() -> str:
 
 def cli_markdown() -> str:
     "Every command's `--help`, as `fastgr COMMAND --help` prints it 100 columns wide."
-    os.environ["COLUMNS"] = "100"
     from fastgr.cli import app
     from typer.testing import CliRunner
 
