@@ -3,17 +3,19 @@ r"""When would the automatic setting's rule have handed over, read on cross-entr
     uv run python bench/handover_offline.py
 
 Up to its handover an `--auto` run is a cross-entropy run, so a rule can be read on the per-epoch signals
-(`noise_cl`, `memorised`, `train_acc_given`) that bench/budget_sweep.py keeps for every cell, here the CE cells of
-bench/results/budget_sweep.json and bench/results/signal_trace_reruns.json that have them. For each: the epoch
-(1-based) after which `fastgr.handover.handover_due` would decide, and the epoch of the first candidate rule ("the
-fit of the given labels reaches 1 - noise_cl of the least-memorising epoch"), with each epoch's fit, `noise_cl` and
-`memorised`. The count behind each `memorised` share (its Wilson bounds' n) is not in the curves: it is taken as
-`noise_cl` of the epoch before times the training examples, the size of the confident disagreements it is a share
-of (cleanlab's calibration rescales the rows, so this is an approximation). An `--auto` cell that never handed over
-(`gr_share` 0 throughout) is a cross-entropy run too and is read alike. Where the run folder kept bench/
-signal_trace.py's traces (`runs/sweep/CASE/EPOCHS/COLUMN/trace`), `wrong_label_fit` is each epoch's share of the
-truly wrong labels that the network predicted as given: when memorising actually began. Results: bench/results/
-handover_offline.json.
+(`noise_cl`, `memorised`, `train_acc_given`) that bench/budget_sweep.py keeps for every cell, here the CE and
+`--auto` cells of bench/results/budget_sweep.json, bench/results/signal_trace_reruns.json and bench/results/
+auto_variant_x12.json (the `--auto` cells of a variant of the rule, set aside) that have them; an `--auto` cell is
+read up to its handover (`ce_epochs`: the epochs it trained with cross-entropy alone). For each: the epoch
+(1-based) after which `fastgr.handover.handover_due` would decide, for the rule and the variant (`RULES`), and the
+first candidate rule ("the fit of the given labels reaches 1 - noise_cl of the least-memorising epoch"), with each
+epoch's fit, `noise_cl` and `memorised`. The count behind each `memorised` share (its Wilson bounds' n) is not in
+the curves: it is taken as `noise_cl` of the epoch before times the training examples, the size of the confident
+disagreements it is a share of (cleanlab's calibration rescales the rows, so this is an approximation, and a run
+may decide an epoch or two from what is read here). Where the run folder kept bench/signal_trace.py's traces
+(`runs/sweep/CASE/EPOCHS/COLUMN/trace`; `runs/sweep_x12/...` for the variant's cells), `wrong_label_fit` is
+each epoch's share of the truly wrong labels that the network predicted as given: when memorising actually began.
+Results: bench/results/handover_offline.json.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ import json
 from pathlib import Path
 
 from fastgr.files import write_text
-from fastgr.handover import EpochSignals, handover_due
+from fastgr.handover import HANDOVER_EPOCHS, HANDOVER_FACTOR, EpochSignals, handover_due
 
 RUNS = Path("runs/sweep")  # bench/budget_sweep.py's --keep folder
-SOURCES = (Path("bench/results/budget_sweep.json"), Path("bench/results/signal_trace_reruns.json"))
+SOURCES = (Path("bench/results/budget_sweep.json"), Path("bench/results/signal_trace_reruns.json"),
+           Path("bench/results/auto_variant_x12.json"))  # the last: `--auto` cells of the variant set aside
+VARIANT_RUNS = Path("runs/sweep_x12")  # where its run folders (and traces) were kept
+# the rule (fastgr.handover.HANDOVER_FACTOR, HANDOVER_EPOCHS: doubled, in one epoch), and the variant tried
+RULES = {"x2.0 in 1": (HANDOVER_FACTOR, HANDOVER_EPOCHS), "x1.2 in 2": (1.2, 2)}
 OUT = Path("bench/results/handover_offline.json")
 N_TRAIN = {"digits": 1437, "cifar5k": 5000, "ft": 5000, "c10n": 5000}
 
@@ -59,21 +65,28 @@ def wrong_label_fit(run: Path) -> list[float] | None:
     return out
 
 
-def read(key: str, cell: dict) -> dict | None:
+def read(key: str, cell: dict, run: Path) -> dict | None:
     c = cell.get("curves", {})
     if "memorised" not in c or "noise_cl" not in c:
         return None
     n = next(v for k, v in N_TRAIN.items() if key.startswith(k))
-    fit, noise, mem = c["train_acc_given"], c["noise_cl"], c["memorised"]
-    history, due = [], None
-    for t in range(len(fit)):
-        base = round(noise[t - 1] * n) if t and noise[t - 1] is not None else 0
-        history.append(EpochSignals(mem[t], base, noise[t]))
-        if due is None and handover_due(history) is not None:
-            due = t + 1
-    return {"handover_due_epoch": due, "first_candidate_epoch": first_candidate(fit, noise, mem),
-            "test_acc": c["test_acc"], "train_acc_given": fit, "noise_cl": noise, "memorised": mem,
-            "wrong_label_fit": wrong_label_fit(RUNS / key), "cpu": cell.get("cpu")}
+    share = c.get("gr_share") or [0] * len(c["test_acc"])
+    ce = next((i for i, v in enumerate(share) if v), len(share))  # epochs 1..ce trained with cross-entropy alone
+    fit, noise, mem = c["train_acc_given"][:ce], c["noise_cl"][:ce], c["memorised"][:ce]
+    due = {}
+    for name, (factor, epochs) in RULES.items():
+        history, due[name] = [], None
+        for t in range(len(fit)):
+            base = round(noise[t - 1] * n) if t and noise[t - 1] is not None else 0
+            history.append(EpochSignals(mem[t], base, noise[t]))
+            if handover_due(history, factor, epochs) is not None:
+                due[name] = t + 1
+                break
+    wrong = wrong_label_fit(run)
+    return {"ce_epochs": ce, "of_epochs": len(share), "handover_due_epoch": due,
+            "first_candidate_epoch": first_candidate(fit, noise, mem), "test_acc": c["test_acc"][:ce],
+            "train_acc_given": fit, "noise_cl": noise, "memorised": mem,
+            "wrong_label_fit": None if wrong is None else wrong[:ce], "cpu": cell.get("cpu")}
 
 
 def main() -> None:
@@ -81,11 +94,11 @@ def main() -> None:
     for src in SOURCES:
         rows = json.loads(src.read_text())["rows"] if src.exists() else {}
         for key, cell in rows.items():
-            column, share = key.split("/")[2], cell.get("curves", {}).get("gr_share") or [1]
-            if (column == "ce" or column == "auto" and not any(share)) and (r := read(key, cell)) is not None:
+            run = (RUNS if src is not SOURCES[2] else VARIANT_RUNS) / key
+            if key.split("/")[2] in ("ce", "auto") and (r := read(key, cell, run)) is not None:
                 out["rows"][f"{src.stem}:{key}"] = r
-                print(f"{src.stem}:{key}: rule at epoch {r['handover_due_epoch']}, first candidate at "
-                      f"{r['first_candidate_epoch']} of {len(r['test_acc'])}")
+                print(f"{src.stem}:{key}: cross-entropy for {r['ce_epochs']} of {r['of_epochs']} epochs; the rule "
+                      f"at epoch {r['handover_due_epoch']}, the first candidate at {r['first_candidate_epoch']}")
     write_text(OUT, json.dumps(out, indent=1) + "\n")
 
 

@@ -6,7 +6,8 @@ last epoch's confident disagreements (examples confidently predicted as another 
 the network now fits, is low while it learns what generalises and rises once it memorises the labels it disagreed
 with. The handover is due once that share has at least doubled from its lowest, beyond its sampling error: the
 lower 95% Wilson bound of the epoch's share reaches twice the lowest upper bound of an earlier epoch's (a share
-over a handful of disagreements, as on clean labels, bounds nothing).
+over a handful of disagreements, as on clean labels, bounds little). Why twice and not less (a fifth, in two epochs
+in a row, was tried and fires on clean CIFAR): docs/design.md.
 
 From the next epoch GR's share of the gradient rises linearly from 0 to 1 over `HANDOVER_BLEND` of the training.
 A run that never starts to memorise (a short budget, a weak model, clean labels) stays cross-entropy throughout,
@@ -28,10 +29,11 @@ from .signals import NoiseSignals
 from .telemetry import StatColumns
 
 __all__ = ["Handover", "EpochSignals", "Decision", "handover_due", "wilson_bounds", "HANDOVER_BLEND",
-           "HANDOVER_FACTOR"]
+           "HANDOVER_FACTOR", "HANDOVER_EPOCHS"]
 
 HANDOVER_BLEND = 0.1  # the blend from cross-entropy to GR lasts this fraction of the training's epochs
 HANDOVER_FACTOR = 2.0  # memorising is under way once the memorised share has grown this many times from its lowest
+HANDOVER_EPOCHS = 1  # in this many epochs in a row (more: a jump in one epoch does not count)
 
 
 class EpochSignals(NamedTuple):
@@ -43,7 +45,7 @@ class EpochSignals(NamedTuple):
 
 class Decision(NamedTuple):
     memorised: float  # the epoch's memorised share
-    lowest: float  # the lowest earlier share (its upper bound) it doubled
+    lowest: float  # the lowest earlier share (its upper bound) it outgrew
 
 
 def wilson_bounds(
@@ -60,21 +62,28 @@ def wilson_bounds(
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _risen(
+    history: Sequence[EpochSignals],  # the training's epochs so far, in order
+    t: int,  # which of them
+    factor: float,  # how many times the lowest earlier share
+) -> Decision | None:  # epoch t's share, beyond sampling error, over `factor` times the lowest before it; else None
+    lowest = min((wilson_bounds(s.memorised, s.base)[1] for s in history[:t] if s.memorised is not None), default=None)
+    s = history[t]
+    if lowest is None or s.memorised is None:
+        return None
+    return Decision(s.memorised, lowest) if wilson_bounds(s.memorised, s.base)[0] >= factor * lowest else None
+
+
 def handover_due(
     history: Sequence[EpochSignals],  # the training's epochs so far, in order
     factor: float = HANDOVER_FACTOR,  # how many times the lowest share the rule waits for
+    epochs: int = HANDOVER_EPOCHS,  # in how many epochs in a row
 ) -> Decision | None:  # why the handover is due after the last epoch of `history`; None: not (yet)
     "The rule of the module docstring, on the epochs so far."
-    lowest = None
-    for s in history[:-1]:
-        if s.memorised is not None:
-            hi = wilson_bounds(s.memorised, s.base)[1]
-            lowest = hi if lowest is None else min(lowest, hi)
-    last = history[-1] if history else None
-    if lowest is None or last is None or last.memorised is None:
+    if len(history) < epochs:
         return None
-    return Decision(last.memorised, lowest) if wilson_bounds(last.memorised, last.base)[0] >= factor * lowest \
-        else None
+    risen = [_risen(history, t, factor) for t in range(len(history) - epochs, len(history))]
+    return risen[-1] if all(risen) else None
 
 
 class Handover(StatColumns, Callback):
@@ -137,7 +146,7 @@ class Handover(StatColumns, Callback):
         "What it decided, in a line for the run's output."
         if self.decided is None:
             return ("automatic GR: cross-entropy throughout (the network never began to fit the labels it "
-                    "contradicted: the memorised share never doubled)")
+                    f"contradicted: the memorised share never reached {HANDOVER_FACTOR:g}x its lowest)")
         noise = self.history[self.decided].noise
         return (f"automatic GR: cross-entropy until epoch {self.decided + 1}, where the network began to fit the "
                 f"labels it contradicted (memorised {self.why.memorised:.3f}, over {HANDOVER_FACTOR:g}x its lowest "

@@ -20,6 +20,7 @@ from fastgr.signals import NoiseSignals
 
 def test_the_rule_waits_for_the_memorised_share_to_double_beyond_its_sampling_error():
     e = EpochSignals
+    assert (handover.HANDOVER_FACTOR, handover.HANDOVER_EPOCHS) == (2.0, 1)
     assert wilson_bounds(0.1, 0) == (0.0, 1.0)
     lo, hi = wilson_bounds(0.1, 500)
     assert lo == pytest.approx(0.0767, abs=1e-4) and hi == pytest.approx(0.1294, abs=1e-4)  # the Wilson interval
@@ -28,9 +29,25 @@ def test_the_rule_waits_for_the_memorised_share_to_double_beyond_its_sampling_er
     assert handover_due(history) is None  # doubled, but within the lowest's error (2 x 0.1294 = 0.259)
     why = handover_due(history + [e(0.30, 500, 0.33)])  # its lower bound 0.261
     assert why.memorised == 0.30 and why.lowest == pytest.approx(0.1294, abs=1e-4)
-    # a share over a handful of disagreements, as on clean labels, is no lowest: 0 of 3 bounds nothing
-    assert handover_due([e(0.6, 400, 0.1), e(0.0, 3, 0.0), e(1.0, 3, 0.0)]) is None
-    assert handover_due([e(0.6, 400, 0.1), e(0.0, 3, 0.0), e(0.9, 300, 0.0)]) is None  # 0.6 is its lowest bound
+    # a share over a handful of disagreements, as on clean labels, bounds little: 0 of 3 is at most 0.56
+    assert wilson_bounds(0.0, 3)[1] == pytest.approx(0.5615, abs=1e-4)
+    assert handover_due([e(0.6, 400, 0.1), e(0.0, 3, 0.0), e(1.0, 3, 0.0)]) is None  # 3 of 3: at least 0.44
+    assert handover_due([e(0.6, 400, 0.1), e(0.0, 3, 0.0), e(0.9, 300, 0.0)]) is None  # 0.86 < 2 x 0.56
+
+
+def test_the_rule_with_another_factor_and_several_epochs_in_a_row():
+    "The variant tried (docs/design.md): a fifth, in two epochs in a row, which passes over a one-epoch jump."
+    e = EpochSignals
+    history = [e(None, 0, 0.8), e(0.30, 600, 0.6), e(0.10, 500, 0.4), e(0.19, 500, 0.38)]
+    assert handover_due(history, 1.2, 1).memorised == 0.19  # lower bound 0.1580 >= 1.2 x 0.1294 = 0.1553 ...
+    assert handover_due(history, 1.2, 2) is None  # ... in one epoch only
+    assert handover_due(history + [e(0.18, 500, 0.36)], 1.2, 2) is None  # lower bound 0.1488 < 0.1553
+    why = handover_due(history + [e(0.20, 500, 0.36)], 1.2, 2)  # the second epoch in a row: 0.1673
+    assert why.memorised == 0.20 and why.lowest == pytest.approx(0.1294, abs=1e-4)
+    # a jump as the first guesses settle is one epoch: 0.26 to 0.38, then back down (digits 40%, epochs 2-4)
+    jump = [e(None, 0, 0.86), e(0.26, 1200, 0.72), e(0.38, 1000, 0.48)]
+    assert handover_due(jump, 1.2, 1) is not None and handover_due(jump + [e(0.15, 700, 0.41)], 1.2, 2) is None
+    assert handover_due(history[:1], 1.2, 2) is None  # fewer epochs than the run of them asked for
 
 
 def linear_learner(cbs, loss_func=None, n=64, c=3, seed=0):
