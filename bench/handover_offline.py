@@ -27,9 +27,9 @@ from fastgr.files import write_text
 from fastgr.handover import HANDOVER_EPOCHS, HANDOVER_FACTOR, EpochSignals, handover_due
 
 RUNS = Path("runs/sweep")  # bench/budget_sweep.py's --keep folder
-SOURCES = (Path("bench/results/budget_sweep.json"), Path("bench/results/signal_trace_reruns.json"),
-           Path("bench/results/auto_variant_x12.json"))  # the last: `--auto` cells of the variant set aside
-VARIANT_RUNS = Path("runs/sweep_x12")  # where its run folders (and traces) were kept
+# each results file, and where its run folders (and traces) were kept; the last: the variant set aside's cells
+SOURCES = {Path("bench/results/budget_sweep.json"): RUNS, Path("bench/results/signal_trace_reruns.json"): RUNS,
+           Path("bench/results/auto_variant_x12.json"): Path("runs/sweep_x12")}
 # the rule (fastgr.handover.HANDOVER_FACTOR, HANDOVER_EPOCHS: doubled, in one epoch), and the variant tried
 RULES = {"x2.0 in 1": (HANDOVER_FACTOR, HANDOVER_EPOCHS), "x1.2 in 2": (1.2, 2)}
 OUT = Path("bench/results/handover_offline.json")
@@ -91,11 +91,10 @@ def read(key: str, cell: dict, run: Path) -> dict | None:
 
 def main() -> None:
     out = {"note": __doc__.split("\n\n")[2].replace("\n", " "), "rows": {}}
-    for src in SOURCES:
+    for src, runs in SOURCES.items():
         rows = json.loads(src.read_text())["rows"] if src.exists() else {}
         for key, cell in rows.items():
-            run = (RUNS if src is not SOURCES[2] else VARIANT_RUNS) / key
-            if key.split("/")[2] in ("ce", "auto") and (r := read(key, cell, run)) is not None:
+            if key.split("/")[2] in ("ce", "auto") and (r := read(key, cell, runs / key)) is not None:
                 out["rows"][f"{src.stem}:{key}"] = r
                 print(f"{src.stem}:{key}: cross-entropy for {r['ce_epochs']} of {r['of_epochs']} epochs; the rule "
                       f"at epoch {r['handover_due_epoch']}, the first candidate at {r['first_candidate_epoch']}")
