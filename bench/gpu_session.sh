@@ -101,7 +101,7 @@ sweep)
   ;;
 issues)
   for c in cifar5k_sym40 cifar5k_pair30 c10n_random1; do
-    for part in gr ce fold0 fold1 fold2 fold3 fold4; do
+    for part in gr ce {fold,eqfold,grfold}{0..4}; do  # bench/label_issues.py PARTS
       echo "$py bench/label_issues.py --case $c --epochs ${EPOCHS:-120} --keep $dir/issues --part $part" \
            "> $dir/issues_${c}_$part.log 2>&1"
     done

@@ -14,8 +14,16 @@ the curves: it is taken as `noise_cl` of the epoch before times the training exa
 disagreements it is a share of (cleanlab's calibration rescales the rows, so this is an approximation, and a run
 may decide an epoch or two from what is read here). Where the run folder kept bench/signal_trace.py's traces
 (`runs/sweep/CASE/EPOCHS/COLUMN/trace`; `runs/sweep_x12/...` for the variant's cells), `wrong_label_fit` is
-each epoch's share of the truly wrong labels that the network predicted as given: when memorising actually began.
+each epoch's share of the truly wrong labels that the network predicted as given: when memorising actually began;
+and `gr_ess`, GR's effective sample size over the whole run (after the handover too) from its metrics.csv.
 Results: bench/results/handover_offline.json.
+
+`peaks` tests another signal on the same cells, a held-out split of the given labels (hand over once its accuracy
+stops rising): for every cross-entropy cell of bench/results/budget_sweep.json, the epoch of its best test
+accuracy, against its final, beside GR's best column of the row. With symmetric noise, independent of the image, a
+held-out split's accuracy on its given labels is (1 - r) acc + r (1 - acc) / (C - 1) in expectation, rising with
+the test accuracy acc for r < (C - 1) / C: it peaks where the test accuracy does (pairflip's is not a function of acc
+alone).
 """
 
 from __future__ import annotations
@@ -65,6 +73,14 @@ def wrong_label_fit(run: Path) -> list[float] | None:
     return out
 
 
+def gr_ess(run: Path) -> list[float] | None:
+    "GR's effective sample size, every epoch of the whole run (after its handover too), where the folder was kept."
+    import pandas as pd
+
+    m = pd.read_csv(run / "metrics.csv") if (run / "metrics.csv").is_file() else None
+    return None if m is None or "gr_ess" not in m else [round(float(v), 4) for v in m["gr_ess"]]
+
+
 def read(key: str, cell: dict, run: Path) -> dict | None:
     c = cell.get("curves", {})
     if "memorised" not in c or "noise_cl" not in c:
@@ -83,14 +99,31 @@ def read(key: str, cell: dict, run: Path) -> dict | None:
                 due[name] = t + 1
                 break
     wrong = wrong_label_fit(run)
-    return {"ce_epochs": ce, "of_epochs": len(share), "handover_due_epoch": due,
+    return {"gr_ess": gr_ess(run), "ce_epochs": ce, "of_epochs": len(share), "handover_due_epoch": due,
             "first_candidate_epoch": first_candidate(fit, noise, mem), "test_acc": c["test_acc"][:ce],
             "train_acc_given": fit, "noise_cl": noise, "memorised": mem,
             "wrong_label_fit": None if wrong is None else wrong[:ce], "cpu": cell.get("cpu")}
 
 
+def peaks(rows: dict) -> dict:
+    "Each cross-entropy cell's epoch of best test accuracy, its best and final, and the best GR column's final."
+    out = {}
+    for key, cell in rows.items():
+        row, column = key.rsplit("/", 1)
+        if column != "ce":
+            continue
+        acc = cell["curves"]["test_acc"]
+        gr = {k.rsplit("/", 1)[1]: v["test_accuracy_final"] for k, v in rows.items()
+              if k.rsplit("/", 1)[0] == row and k.rsplit("/", 1)[1] not in ("ce", "ls", "gce", "sce", "mixup")}
+        best_gr = max(gr, key=gr.get) if gr else None
+        out[row] = {"peak_epoch": acc.index(max(acc)) + 1, "of_epochs": len(acc), "best": max(acc), "final": acc[-1],
+                    "best_gr_column": best_gr, "best_gr_final": gr.get(best_gr)}
+    return out
+
+
 def main() -> None:
-    out = {"note": __doc__.split("\n\n")[2].replace("\n", " "), "rows": {}}
+    out = {"note": __doc__.split("\n\n")[2].replace("\n", " "), "rows": {},
+           "peaks_note": __doc__.split("\n\n")[3].replace("\n", " ")}
     for src, runs in SOURCES.items():
         rows = json.loads(src.read_text())["rows"] if src.exists() else {}
         for key, cell in rows.items():
@@ -98,6 +131,10 @@ def main() -> None:
                 out["rows"][f"{src.stem}:{key}"] = r
                 print(f"{src.stem}:{key}: cross-entropy for {r['ce_epochs']} of {r['of_epochs']} epochs; the rule "
                       f"at epoch {r['handover_due_epoch']}, the first candidate at {r['first_candidate_epoch']}")
+    out["peaks"] = peaks(json.loads(next(iter(SOURCES)).read_text())["rows"])
+    for row, r in out["peaks"].items():
+        print(f"{row}: CE's test accuracy peaks at epoch {r['peak_epoch']} of {r['of_epochs']} ({r['best']:.3f}, "
+              f"final {r['final']:.3f}); GR's best column {r['best_gr_column']} {r['best_gr_final']}")
     write_text(OUT, json.dumps(out, indent=1) + "\n")
 
 

@@ -5,18 +5,25 @@ r"""Finding the wrong labels: fastgr's ranking from one run against cleanlab's s
 
 Per case (the data and noise of bench/budget_sweep.py's cases, its training protocol):
 - fastgr: one `train_run` with GR's defaults (and one with cross-entropy, for fairness: the same callback records
-  its dynamics); the ranking is label_issues.csv's `score` (AUM), the flagged set its `flagged` (AUM < 0);
-- cleanlab 2.x: 5-fold cross-validated `pred_probs` of the same architecture trained with cross-entropy for the
-  same epochs on each 4/5 (fastgr's learner, so the recipe is the same but for the loss);
+  its dynamics); the ranking is label_issues.csv's `score` (AUM), the flagged set its `flagged` (`flag_cut`);
+- cleanlab 2.x, three arms of 5-fold cross-validated `pred_probs` (`FOLD_ARMS`), each fold trained on 4/5 with
+  fastgr's learner and the case's protocol: cross-entropy for the case's epochs (`fold`, the first comparison);
+  cross-entropy for a fifth of them, so that the five folds cost one run (`eqfold`); GR's default for the case's
+  epochs (`grfold`: cleanlab's scorer on GR-trained folds, which separates the trainer from the scoring rule).
+  Each fold predicts its held-out fifth from its last epoch and from its epoch of best accuracy on that fifth's
+  *given* labels (cleanlab's own CIFAR cross-validation keeps each fold's best checkpoint; no clean label is
+  used): keys `cleanlab`, `cleanlab_equal`, `cleanlab_gr`, and the same with `_best`.
   `cleanlab.filter.find_label_issues(labels, pred_probs)` flags, `cleanlab.rank.get_label_quality_scores` (self
   confidence) ranks, its flagged share is its noise-rate estimate.
 Reported: AUROC of each ranking for the truly wrong labels, precision and recall of each flagged set, the estimate
 of the noise rate against the truth, training cost in images processed. Results merge into
 bench/results/label_issues.json under CASE.
 
-A case is seven trainings (`PARTS`: gr, ce, fold0..fold4), each a file or folder of its own under --keep (a part
-cut while training goes on from its last epoch), so that they can run one at a time over several sessions, or side
-by side as processes sharing a GPU on a machine without cleanlab, and be scored later where cleanlab is installed:
+A case is 17 trainings (`PARTS`: gr, ce, and the five folds of each arm: fold0..4, eqfold0..4, grfold0..4), each a
+file or folder of its own under --keep (a part cut while training goes on from its last epoch), so that they can
+run one at a time over several sessions, or side by side as processes sharing a GPU on a machine without cleanlab,
+and be scored later where cleanlab is installed (an arm is scored once its five folds are there; `--arms` trains
+only some; images processed count training images, not the per-epoch predictions of the held-out fifth):
 
     python bench/label_issues.py --case cifar5k_sym40 --keep DIR --part fold3     # train one part (no cleanlab)
     uv run --group bench python bench/label_issues.py --case cifar5k_sym40 --keep DIR --collect   # score them
@@ -25,6 +32,7 @@ by side as processes sharing a GPU on a machine without cleanlab, and be scored 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import sys
@@ -34,17 +42,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastai.callback.core import Callback
 
 from fastgr import TrainConfig, train_run
 from fastgr.config import versions
 from fastgr.files import write_text
 from fastgr.issues import issue_auroc
+from fastgr.learner import unwrapped
 
 sys.path.insert(0, str(Path(__file__).parent))
 from budget_sweep import CASES, train_kept  # noqa: E402  (bench/ is not a package)
 
 FOLDS = 5
-PARTS = ("gr", "ce", *(f"fold{k}" for k in range(FOLDS)))
+# the folds of each cleanlab arm (`FOLD_ARMS`), and of the case: one GR run, one CE run, the folds
+FOLD_ARMS = {"fold": "cross-entropy, the case's epochs", "eqfold": "cross-entropy, a fifth of the epochs (equal "
+             "compute: the five add up to one run's)", "grfold": "GR's default for the case's epochs"}
+PARTS = ("gr", "ce", *(f"{arm}{k}" for arm in FOLD_ARMS for k in range(FOLDS)))
+ARM_KEYS = {"fold": "cleanlab", "eqfold": "cleanlab_equal", "grfold": "cleanlab_gr"}  # in the results: + "_best"
 OUT = Path("bench/results/label_issues.json")
 
 
@@ -76,9 +90,42 @@ def fold_of(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n) % FOLDS
 
 
-def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
-    """One fold of cleanlab's recipe: cross-entropy on the other four fifths for the same epochs, and the held-out
-    fifth's predicted probabilities, written to `out` (.npz: held indices, probs, given and true labels, cost).
+class BestHeldOut(Callback):
+    """Keeps a copy of the model's weights at the epoch of best accuracy on the held-out fold's *given* labels (the
+    fold's validation set), as cleanlab's CIFAR cross-validation keeps each fold's best checkpoint, without clean
+    labels. Its state rides in `RunLog`'s checkpoint, so a fold cut and resumed picks the same epoch."""
+
+    order = 60  # after the Recorder (50) has the epoch's accuracy; before RunLog (70) saves the checkpoint
+    run_valid = False
+
+    def __init__(self):
+        self.acc, self.epoch, self.weights = -1.0, None, None
+
+    def before_epoch(self):
+        self.trained = False
+
+    def before_train(self):
+        self.trained = True  # fastai's SkipToEpoch cancels a resumed fit's skipped epochs before this
+
+    def after_epoch(self):
+        if not self.trained:
+            return
+        acc = next((m.value for m in self.learn.metrics if m.name == "test_acc"), None)  # this epoch's
+        if acc is not None and float(acc) > self.acc:
+            self.acc, self.epoch = float(acc), self.learn.epoch + 1
+            self.weights = copy.deepcopy(unwrapped(self.learn.model).state_dict())
+
+    def state_dict(self) -> dict:
+        return {"acc": self.acc, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.acc, self.epoch, self.weights = state["acc"], state["epoch"], state["weights"]
+
+
+def cv_fold(cfg: TrainConfig, k: int, out: Path, arm: str = "fold") -> None:
+    """One fold of a cleanlab arm (`FOLD_ARMS`): trained on the other four fifths, and the held-out fifth's
+    predicted probabilities from the last epoch (`probs`) and from the epoch of best accuracy on the fold's given
+    labels (`probs_best`, `best_epoch`), written to `out` (.npz: held indices, probs, given and true labels, cost).
     While it trains, `out` without its suffix holds a checkpoint per epoch (`RunLog`'s): a fold cut at a session's
     end goes on from its last epoch, as a run does, and the folder goes once the .npz is written."""
     from fastai.torch_core import set_seed
@@ -88,6 +135,7 @@ def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
     from fastgr.dataloaders import make_dataloaders
     from fastgr.learner import fit_schedule, gr_learner
     from fastgr.noise import training_labels
+    from fastgr.presets import default_setting
     from fastgr.runs import RunFolder
     from fastgr.training import RunLog
 
@@ -101,24 +149,32 @@ def cv_fold(cfg: TrainConfig, k: int, out: Path) -> None:
                            channels_last=device.type == "cuda")
     work = RunFolder(out.with_suffix(""))
     work.mkdir()
-    log = RunLog(work)
-    learn = gr_learner(dls, cfg.arch, loss="ce", lr=cfg.lr, wd=cfg.wd, amp=device.type == "cuda", cbs=[log])
+    log, best = RunLog(work), BestHeldOut()
+    epochs = max(1, round(cfg.epochs / FOLDS)) if arm == "eqfold" else cfg.epochs
+    setting = default_setting(epochs)  # what `fastgr train` gives GR with no setting, at this budget
+    gr = dict(loss="gr", lam=setting.lam, beta=setting.beta, warmup=setting.warmup) if arm == "grfold" else \
+        dict(loss="ce")
+    learn = gr_learner(dls, cfg.arch, **gr, lr=cfg.lr, wd=cfg.wd, amp=device.type == "cuda", cbs=[log, best])
     start = log.restore(learn)
     with learn.no_bar(), learn.no_logging():
-        fit_schedule(learn, cfg.epochs, cfg.lr, start_epoch=start)
+        fit_schedule(learn, epochs, cfg.lr, start_epoch=start)
         t1 = time.perf_counter()  # training seconds are the log's, over every session; then the predictions'
         p, _ = learn.get_preds(dl=dls.valid)
+        unwrapped(learn.model).load_state_dict(best.weights)
+        p_best, _ = learn.get_preds(dl=dls.valid)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.npz")  # written whole, then renamed: a cut run leaves no half file
-    np.savez(tmp, held=np.flatnonzero(held), probs=p.float().numpy(), given=noisy.given, true=noisy.true,
-             images=cfg.epochs * int((~held).sum()), seconds=log.elapsed + time.perf_counter() - t1, device=str(device),
+    np.savez(tmp, held=np.flatnonzero(held), probs=p.float().numpy(), probs_best=p_best.float().numpy(),
+             best_epoch=best.epoch, given=noisy.given, true=noisy.true, images=epochs * int((~held).sum()),
+             seconds=log.elapsed + time.perf_counter() - t1, device=str(device),
              cpu=versions()["cpu"])  # a seeded CPU run repeats only on its kind of CPU
     tmp.replace(out)
     shutil.rmtree(work.path)  # the fold's own working folder: its result is the .npz
 
 
-def cleanlab_cv(folds: list[Path]) -> dict:
-    "cleanlab's recipe on the folds' out-of-fold pred_probs: find_label_issues flags, self-confidence ranks."
+def cleanlab_cv(folds: list[Path], which: str = "probs") -> dict:
+    """cleanlab's recipe on the folds' out-of-fold pred_probs (`which`: the last epoch's, `probs`, or the best
+    epoch's on the fold's given labels, `probs_best`): find_label_issues flags, self-confidence ranks."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -126,13 +182,14 @@ def cleanlab_cv(folds: list[Path]) -> dict:
     given, true = parts[0]["given"], parts[0]["true"]
     probs = np.zeros((len(given), parts[0]["probs"].shape[1]))
     for part in parts:
-        probs[part["held"]] = part["probs"]
+        probs[part["held"]] = part[which]
     flagged = find_label_issues(given, probs)
     quality = get_label_quality_scores(given, probs)
     wrong = given != true
     return {"auroc": issue_auroc(1 - quality, wrong), **flagged_stats(flagged, wrong),
             "true_noise_rate": float(wrong.mean()), "images_processed": int(sum(int(q["images"]) for q in parts)),
             "seconds": round(sum(float(q["seconds"]) for q in parts), 2), "device": str(parts[0]["device"]),
+            "best_epochs": [int(q["best_epoch"]) for q in parts] if which == "probs_best" else None,
             "cpu": sorted({str(q["cpu"]) if "cpu" in q else "not recorded" for q in parts})}
 
 
@@ -143,7 +200,8 @@ def train_part(cfg: TrainConfig, root: Path, part: str) -> None:
         if not (out / "summary.json").exists():
             train_kept(cfg if part == "gr" else cfg.replace(loss="ce"), out)
     elif not (root / f"{part}.npz").exists():
-        cv_fold(cfg, int(part.removeprefix("fold")), root / f"{part}.npz")
+        arm = part.rstrip("0123456789")
+        cv_fold(cfg, int(part.removeprefix(arm)), root / f"{part}.npz", arm)
 
 
 def correction(cfg: TrainConfig, run: Path) -> dict:
@@ -186,7 +244,11 @@ def table(results: dict) -> str:
         if case == "meta":
             continue
         for name, label in (("fastgr_gr", "fastgr, one GR run"), ("fastgr_ce", "fastgr, one CE run"),
-                            ("cleanlab", f"cleanlab, {FOLDS}-fold CE")):
+                            ("cleanlab", f"cleanlab, {FOLDS}-fold CE, last epoch"),
+                            ("cleanlab_best", f"cleanlab, {FOLDS}-fold CE, best epoch on the fold's labels"),
+                            ("cleanlab_equal_best", f"cleanlab, {FOLDS}-fold CE at a fifth of the epochs (equal "
+                             "compute), best epoch"),
+                            ("cleanlab_gr_best", f"cleanlab's scorer, {FOLDS}-fold GR, best epoch")):
             m = r.get(name)
             if m is None:
                 continue
@@ -207,6 +269,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="training budget of every part; default: the case's")
     ap.add_argument("--part", choices=PARTS, default=None, help="train this part only, into --keep (no cleanlab)")
     ap.add_argument("--collect", action="store_true", help="train nothing: score the parts found under --keep")
+    ap.add_argument("--arms", nargs="+", choices=list(FOLD_ARMS), default=list(FOLD_ARMS),
+                    help="the cleanlab arms to train (default: all)")
     a = ap.parse_args()
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     if a.table:
@@ -228,14 +292,19 @@ def main() -> None:
         return
     if not a.collect:
         for part in PARTS:
-            train_part(cfg, root, part)
-    missing = [p for p in PARTS if not (root / p / "summary.json").exists() and not (root / f"{p}.npz").exists()]
+            if part in ("gr", "ce") or part.rstrip("0123456789") in a.arms:
+                train_part(cfg, root, part)
+    missing = [p for p in ("gr", "ce") if not (root / p / "summary.json").exists()]
     if missing:
         raise SystemExit(f"{root}: parts not trained yet: {', '.join(missing)}")
-    r = {"fastgr_gr": fastgr_run(root / "gr"), "fastgr_ce": fastgr_run(root / "ce"),
-         "cleanlab": cleanlab_cv([root / f"fold{k}.npz" for k in range(FOLDS)]), "epochs": cfg.epochs}
+    r = {"fastgr_gr": fastgr_run(root / "gr"), "fastgr_ce": fastgr_run(root / "ce"), "epochs": cfg.epochs}
+    for arm in FOLD_ARMS:  # an arm is scored once its five folds are trained (the rest stay as they were)
+        folds = [root / f"{arm}{k}.npz" for k in range(FOLDS)]
+        if all(f.exists() for f in folds):
+            for which, key in (("probs", ARM_KEYS[arm]), ("probs_best", ARM_KEYS[arm] + "_best")):
+                r[key] = cleanlab_cv(folds, which)
     results["meta"] = {"versions": versions(), "folds": FOLDS}
-    results[a.case] = r
+    results[a.case] = {**results.get(a.case, {}), **r}
     write_text(OUT, json.dumps(results, indent=1) + "\n")
     print(table({a.case: r}))
 

@@ -7,7 +7,9 @@ model's probabilities on the unaugmented training set. `rank_label_issues` turns
 - `score` (higher: more likely wrong) is `1 / (1 + exp(aum))`, the area under the margin (AUM) mapped to (0, 1):
   0.5 where the given label's logit and the best other one were even on average over training. AUM ranked the
   wrong labels of digits (40% symmetric) best of the signals a run has (BENCHMARKS.md, "Label issues");
-- `flagged`: the examples whose given label lost to another class on average over training (AUM < 0). Their share
+- `flagged`: the examples whose given label lost to another class on average over training (AUM < 0) and whose
+  margin lies in the low component of a two-component Gaussian mixture on the margins (`flag_cut`: a network that
+  could not fit some right labels gives them a negative margin too, between the two components). Their share
   is the estimate of the noise rate, which needs no clean labels (`estimated_noise_rate`). It holds where training
   does not memorise the wrong labels (GR's purpose); a run that memorises them (cross-entropy, long) gives
   wrong labels a positive margin too, and the estimate falls short;
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["rank_label_issues", "estimated_noise_rate", "label_issues", "issue_auroc", "issue_summary",
+__all__ = ["rank_label_issues", "estimated_noise_rate", "flag_cut", "label_issues", "issue_auroc", "issue_summary",
            "suspect_images", "item_files", "clip_label", "above_chance", "learning_verdict", "not_learned"]
 
 ISSUES_FILE = "label_issues.csv"
@@ -41,13 +43,42 @@ def clip_label(
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+MIXTURE_MIN_EXAMPLES = 50  # fewer margins than this: no mixture is fitted, the cut stays at 0
+
+
+def flag_cut(
+    aum: np.ndarray | torch.Tensor,  # (N,) area under the margin of every training example (NaN: never trained on)
+) -> float:  # the AUM below which a label is flagged: 0, or lower
+    """Where the flagged set ends: at an AUM of 0 (the given label lost to another class on average over
+    training), or lower, where a two-component Gaussian mixture fitted to the margins says the low component (the
+    wrong labels) stops being the likelier one, if that comes before 0. A network that could not fit part of its
+    rightly labelled examples (a weak or short run, hard data) gives them a negative margin too; they sit between
+    the wrong labels' component and the right ones', and the mixture leaves them out. Where the mixture's boundary
+    lies above 0 (clean labels, a unimodal spread, a run that memorised) the cut stays at 0: the mixture never
+    flags more than AUM < 0 would. BENCHMARKS.md ("Label issues") has the estimates it gives."""
+    from sklearn.mixture import GaussianMixture
+
+    aum = np.asarray(aum, dtype=np.float64)
+    a = aum[~np.isnan(aum)]
+    if len(a) < MIXTURE_MIN_EXAMPLES or a.min() >= 0 or np.ptp(a) == 0:
+        return 0.0
+    gm = GaussianMixture(2, random_state=0, n_init=3).fit(a[:, None])  # seeded: the same margins, the same cut
+    lo = int(np.argmin(gm.means_[:, 0]))
+    between = np.unique(a[(a >= gm.means_[lo, 0]) & (a <= 0.0)])  # where the boundary can be, below 0
+    if len(between) == 0:
+        return 0.0
+    post = gm.predict_proba(between[:, None])[:, lo]
+    past = np.flatnonzero(post < 0.5)
+    return float(between[past[0]]) if len(past) else 0.0
+
+
 def estimated_noise_rate(
     aum: np.ndarray | torch.Tensor,  # (N,) area under the margin of every training example (NaN: never trained on)
 ) -> float:
-    "The share of training examples whose given label lost to another class on average over training (AUM < 0)."
+    "The share of training examples flagged: AUM below `flag_cut` (0, or lower where the mixture says so)."
     aum = np.asarray(aum, dtype=np.float64)
     seen = ~np.isnan(aum)
-    return float((aum[seen] < 0).mean()) if seen.any() else 0.0
+    return float((aum[seen] < flag_cut(aum)).mean()) if seen.any() else 0.0
 
 
 def rank_label_issues(
@@ -77,7 +108,7 @@ def rank_label_issues(
     names = np.asarray(list(classes), dtype=object)
     frame = pd.DataFrame({
         "item": list(items), "given_label": names[given], "suggested_label": names[suggested],
-        "score": 0.5 * (1.0 - np.tanh(0.5 * margin)), "flagged": margin < 0,
+        "score": 0.5 * (1.0 - np.tanh(0.5 * margin)), "flagged": margin < flag_cut(aum),
         "model_label": names[pred],  # what `train --correct` relabels to, where it differs from the given label
         "p_given_final": p_given,
         "p_suggested": probs[np.arange(n), suggested],

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from fastgr import TrainConfig, train_run
 from fastgr.dynamics import TrainingDynamics, label_margin
-from fastgr.issues import issue_auroc, rank_label_issues
+from fastgr.issues import estimated_noise_rate, flag_cut, issue_auroc, rank_label_issues
 from tests.conftest import make_image_folder
 from tests.test_callback import Grab, fit, make_learner
 from tests.test_performance import CountOps
@@ -96,6 +96,41 @@ def test_rank_label_issues_orders_and_suggests():
     assert issue_auroc(np.array([0.1, 0.9]), np.array([True, False])) == 0.0
 
 
+def planted_margins(rate: float, n: int = 4000, weak: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """AUMs shaped as a GR run's: wrong labels' and right labels' margins well apart (digits), or, from a weak run
+    (`weak`), two wide components that overlap around 0, as the mixture fitted to CIFAR-5k 40%'s margins (means
+    -3.5 and 2.2, deviations 2.2): there a sixth of the right labels have a margin below 0."""
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(n) < rate
+    (mw, sw), (mr, sr) = ((-3.5, 2.2), (2.2, 2.2)) if weak else ((-7.0, 2.0), (7.0, 2.0))
+    return np.where(wrong, rng.normal(mw, sw, n), rng.normal(mr, sr, n)), wrong
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.4])
+def test_the_noise_estimate_leaves_out_right_labels_a_weak_run_could_not_fit(rate):
+    # the planted wrong labels' share within 0.03 (the issue's target for the estimate), where AUM < 0 alone
+    # counts the unfitted right labels too (6 to 10 points more here)
+    for weak in (False, True):
+        aum, wrong = planted_margins(rate, weak=weak)
+        assert abs(estimated_noise_rate(aum) - wrong.mean()) < 0.03, (rate, weak)
+    aum, wrong = planted_margins(rate, weak=True)
+    assert (aum < 0).mean() - wrong.mean() > 0.05
+    assert flag_cut(aum) < -0.5  # between the two components, not at 0
+
+
+def test_the_noise_estimate_never_flags_more_than_a_margin_below_zero():
+    rng = np.random.default_rng(1)
+    clean = rng.normal(4.0, 2.0, 3000)  # one component, a tail below 0: nothing for a mixture to split off
+    assert flag_cut(clean) == 0.0 and estimated_noise_rate(clean) == (clean < 0).mean()
+    for _ in range(5):  # random mixtures of three components
+        aum = np.concatenate([rng.normal(rng.uniform(-5, 5), rng.uniform(0.5, 3), 500) for _ in range(3)])
+        assert flag_cut(aum) <= 0.0 and estimated_noise_rate(aum) <= (aum < 0).mean()
+    # too few margins for a mixture, every margin above 0, margins never recorded (NaN): the cut stays at 0
+    assert flag_cut(np.array([-3.0, -2.0, 4.0] * 10)) == 0.0 and flag_cut(np.abs(clean)) == 0.0
+    with_nan = np.concatenate([planted_margins(0.4, weak=True)[0], [np.nan] * 50])
+    assert flag_cut(with_nan) == flag_cut(with_nan[:-50]) < 0
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("issues") / "gr"
@@ -116,6 +151,14 @@ def test_one_gr_run_ranks_the_planted_wrong_labels_first(digits_run):
     # where the model corrects a flagged label, it mostly names the true one
     hit = f[f["flagged"] & f["is_wrong"]]
     assert (hit["suggested_label"] == hit["true_label"]).mean() > 0.9
+
+
+def test_a_run_at_another_noise_rate_estimates_it_too(tmp_path):
+    train_run(TrainConfig(epochs=20, noise=0.2), tmp_path / "gr")  # digits, 20% symmetric noise
+    f = pd.read_csv(tmp_path / "gr" / "label_issues.csv")
+    wrong = f["is_wrong"].to_numpy(bool)
+    assert abs(f["flagged"].mean() - wrong.mean()) < 0.04  # as at 40% (above)
+    assert wrong[f["flagged"].to_numpy(bool)].mean() > 0.95
 
 
 def test_fastgr_issues_prints_the_suspects_and_draws_them(digits_run):
@@ -190,6 +233,8 @@ def test_a_cleanlab_fold_cut_at_an_epoch_goes_on_to_the_same_probabilities(tmp_p
     a, b = np.load(whole), np.load(cut)
     assert np.array_equal(a["held"], b["held"]) and a["probs"].shape == (len(a["held"]), 10)
     assert np.array_equal(a["probs"], b["probs"])  # the epochs' draws and states restored: the same fold to the bit
+    # and the same epoch of best accuracy on the fold's given labels, and its predictions (cleanlab's best checkpoint)
+    assert int(a["best_epoch"]) == int(b["best_epoch"]) and np.array_equal(a["probs_best"], b["probs_best"])
     assert not (tmp_path / "cut" / "fold1").exists()  # its working folder goes with the result written
 
 

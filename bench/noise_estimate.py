@@ -1,0 +1,67 @@
+r"""The noise-rate estimate of `fastgr issues`, old and new, on every kept run whose true labels are known.
+
+    uv run python bench/noise_estimate.py
+
+For each run folder kept by bench/budget_sweep.py and bench/signal_trace.py (`runs/sweep/CASE/EPOCHS/COLUMN`, and
+`runs/sweep_x12/...` for the `--auto` variant's cells) with a label_issues.csv (true labels from its labels.csv,
+clean runs included): the true share of wrong labels, the
+estimate before `fastgr.issues.flag_cut` (the share with AUM < 0) and with it (AUM below the cut: 0, or lower where
+a two-component Gaussian mixture on the margins puts the boundary between its components), the cut, and the
+flagged set's precision and recall for each, beside the run's test accuracy and what it trained with. The margins
+are those the runs recorded (label_issues.csv's `aum`), so the new estimate is computed from the same numbers a run
+finishing today would use. Results: bench/results/noise_estimate.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fastgr.files import write_text
+from fastgr.issues import estimated_noise_rate, flag_cut
+
+FOLDERS = (Path("runs/sweep"), Path("runs/sweep_x12"))
+OUT = Path("bench/results/noise_estimate.json")
+
+
+def flagged_stats(flagged: np.ndarray, wrong: np.ndarray) -> dict:
+    return {"estimate": round(float(flagged.mean()), 4),
+            "precision": round(float(wrong[flagged].mean()), 4) if flagged.any() else None,
+            "recall": round(float(flagged[wrong].mean()), 4) if wrong.any() else None}
+
+
+def score(run: Path) -> dict:
+    f = pd.read_csv(run / "label_issues.csv").sort_values("index")
+    labels = pd.read_csv(run / "labels.csv", dtype={"true_label": str, "given_label": str}, keep_default_na=False)
+    aum = f["aum"].to_numpy(np.float64)
+    wrong = (labels["true_label"] != labels["given_label"]).to_numpy(bool)[f["index"].to_numpy()]
+    margin = np.nan_to_num(aum, nan=0.0)
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
+    config = json.loads((run / "config.json").read_text())
+    return {"true_noise_rate": round(float(wrong.mean()), 4), "aum_below_0": flagged_stats(margin < 0, wrong),
+            "flag_cut": round(flag_cut(aum), 4), "mixture": flagged_stats(margin < flag_cut(aum), wrong),
+            "estimated_noise_rate": round(estimated_noise_rate(aum), 4),
+            "test_accuracy_final": result.get("test_accuracy_final"),
+            "train_accuracy_given": result.get("train_accuracy_given"), "cpu": config["versions"].get("cpu")}
+
+
+def main() -> None:
+    out = {"note": __doc__.split("\n\n")[1].replace("\n", " "), "rows": {}}
+    for root in FOLDERS:
+        for issues in sorted(root.glob("*/*/*/label_issues.csv")):
+            run = issues.parent
+            if "true_label" not in pd.read_csv(run / "labels.csv", nrows=1):  # the truth is not known
+                continue
+            key = f"{root.name}:{run.relative_to(root)}"
+            out["rows"][key] = r = score(run)
+            print(f"{key}: truth {r['true_noise_rate']:.3f}, AUM < 0 {r['aum_below_0']['estimate']:.3f} "
+                  f"(precision {r['aum_below_0']['precision']}), with the cut {r['flag_cut']:+.2f}: "
+                  f"{r['mixture']['estimate']:.3f} (precision {r['mixture']['precision']})")
+    write_text(OUT, json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
