@@ -54,11 +54,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from budget_sweep import CASES, train_kept  # noqa: E402  (bench/ is not a package)
 
 FOLDS = 5
-# the folds of each cleanlab arm (`FOLD_ARMS`), and of the case: one GR run, one CE run, the folds
-FOLD_ARMS = {"fold": "cross-entropy, the case's epochs", "eqfold": "cross-entropy, a fifth of the epochs (equal "
-             "compute: the five add up to one run's)", "grfold": "GR's default for the case's epochs"}
-PARTS = ("gr", "ce", *(f"{arm}{k}" for arm in FOLD_ARMS for k in range(FOLDS)))
-ARM_KEYS = {"fold": "cleanlab", "eqfold": "cleanlab_equal", "grfold": "cleanlab_gr"}  # in the results: + "_best"
+# cleanlab's arms -> their key in the results (+ "_best": from each fold's best epoch): CE for the case's epochs, CE
+# for a fifth of them (equal compute: the five folds add up to one run), GR's default for the case's epochs
+FOLD_ARMS = {"fold": "cleanlab", "eqfold": "cleanlab_equal", "grfold": "cleanlab_gr"}
+PARTS = ("gr", "ce", *(f"{arm}{k}" for arm in FOLD_ARMS for k in range(FOLDS)))  # a case's trainings
 OUT = Path("bench/results/label_issues.json")
 
 
@@ -301,8 +300,9 @@ def main() -> None:
     for arm in FOLD_ARMS:  # an arm is scored once its five folds are trained (the rest stay as they were)
         folds = [root / f"{arm}{k}.npz" for k in range(FOLDS)]
         if all(f.exists() for f in folds):
-            for which, key in (("probs", ARM_KEYS[arm]), ("probs_best", ARM_KEYS[arm] + "_best")):
-                r[key] = cleanlab_cv(folds, which)
+            r[FOLD_ARMS[arm]] = cleanlab_cv(folds)
+            if all("probs_best" in np.load(f) for f in folds):  # folds trained before the best epoch was kept lack it
+                r[FOLD_ARMS[arm] + "_best"] = cleanlab_cv(folds, "probs_best")
     results["meta"] = {"versions": versions(), "folds": FOLDS}
     results[a.case] = {**results.get(a.case, {}), **r}
     write_text(OUT, json.dumps(results, indent=1) + "\n")

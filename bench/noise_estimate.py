@@ -15,6 +15,7 @@ finishing today would use. Results: bench/results/noise_estimate.json.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,11 @@ import pandas as pd
 from fastgr.files import write_text
 from fastgr.issues import estimated_noise_rate, flag_cut
 
+sys.path.insert(0, str(Path(__file__).parent))
+from label_issues import flagged_stats  # noqa: E402  (bench/ is not a package)
+
 FOLDERS = (Path("runs/sweep"), Path("runs/sweep_x12"))
 OUT = Path("bench/results/noise_estimate.json")
-
-
-def flagged_stats(flagged: np.ndarray, wrong: np.ndarray) -> dict:
-    return {"estimate": round(float(flagged.mean()), 4),
-            "precision": round(float(wrong[flagged].mean()), 4) if flagged.any() else None,
-            "recall": round(float(flagged[wrong].mean()), 4) if wrong.any() else None}
 
 
 def score(run: Path) -> dict:
@@ -57,9 +55,9 @@ def main() -> None:
                 continue
             key = f"{root.name}:{run.relative_to(root)}"
             out["rows"][key] = r = score(run)
-            print(f"{key}: truth {r['true_noise_rate']:.3f}, AUM < 0 {r['aum_below_0']['estimate']:.3f} "
+            print(f"{key}: truth {r['true_noise_rate']:.3f}, AUM < 0 {r['aum_below_0']['estimated_noise_rate']:.3f} "
                   f"(precision {r['aum_below_0']['precision']}), with the cut {r['flag_cut']:+.2f}: "
-                  f"{r['mixture']['estimate']:.3f} (precision {r['mixture']['precision']})")
+                  f"{r['mixture']['estimated_noise_rate']:.3f} (precision {r['mixture']['precision']})")
     write_text(OUT, json.dumps(out, indent=1) + "\n")
 
 
