@@ -16,9 +16,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # public name -> the module that holds it
 _EXPORTS = {
-    "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "effective_sample_size", "emphasis_focus",
-                 "emphasis_spread", "weight_variance", "emphasis_weights", "gr_gradient", "gr_terms", "weight_curve",
+    "gradient": ["REFERENCE_EPS", "GRTerms", "check_settings", "emphasis_weights", "gr_gradient", "gr_terms",
                  "ce_gradient"],
+    "emphasis": ["effective_sample_size", "emphasis_focus", "emphasis_spread", "weight_variance", "weight_curve"],
     "callback": ["GRCallback"],
     "monitor": ["EmphasisMonitor", "EmphasisCollapseWarning", "collapsed_epochs"],
     "schedule": ["fit_schedule", "TrainingSpan"],

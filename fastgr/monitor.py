@@ -14,7 +14,7 @@ import torch
 from fastai.callback.core import Callback
 
 from .callback import GRCallback
-from .gradient import effective_sample_size, emphasis_spread
+from .emphasis import effective_sample_size, emphasis_spread
 from .ranks import group_size, world_gather, world_sum
 from .schedule import fit_epoch
 from .telemetry import StatColumns, batch_indices

@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .emphasis import emphasis_focus, weight_curve
 from .files import atomic_path
-from .gradient import emphasis_focus, weight_curve
 from .report import COLUMN_NAMES
 
 __all__ = ["plot_weight_curves", "plot_weight_vs_p", "plot_weights_flipped_clean", "plot_learning_curves",
