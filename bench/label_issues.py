@@ -236,18 +236,41 @@ def correction(cfg: TrainConfig, run: Path) -> dict:
     return out
 
 
+# the rankings a case's results hold -> how the tables name them
+METHODS = {"fastgr_gr": "fastgr, one GR run", "fastgr_ce": "fastgr, one CE run",
+           "cleanlab": f"cleanlab, {FOLDS}-fold CE, last epoch",
+           "cleanlab_best": f"cleanlab, {FOLDS}-fold CE, best epoch on the fold's labels",
+           "cleanlab_equal_best": f"cleanlab, {FOLDS}-fold CE at a fifth of the epochs (equal compute), best epoch",
+           "cleanlab_gr_best": f"cleanlab's scorer, {FOLDS}-fold GR, best epoch"}
+
+
+def summary(results: dict) -> str:
+    """One table over the cases: each ranking's AUROC (the best of a case in bold; "-": not run there) and its
+    training, in images processed, as a multiple of one GR run's."""
+    cases = [c for c in _cases() if c in results]
+    lines = ["| method | " + " | ".join(CASES[c][0] for c in cases) + " | training (one GR run = 1) |",
+             "|---|" + "---|" * (len(cases) + 1)]
+    best = {c: max(m["auroc"] for k, m in results[c].items() if k in METHODS) for c in cases}
+    for name, label in METHODS.items():
+        cells, cost = [], set()
+        for c in cases:
+            m = results[c].get(name)
+            shown = "-" if m is None else f"{m['auroc']:.3f}"
+            cells.append(f"**{shown}**" if m is not None and m["auroc"] == best[c] else shown)
+            if m is not None:
+                cost.add(f"{m['images_processed'] / results[c]['fastgr_gr']['images_processed']:g}")
+        if cost:
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {' / '.join(sorted(cost))} |")
+    return "\n".join(lines)
+
+
 def table(results: dict) -> str:
     lines = ["| case | method | AUROC | flagged precision | recall | noise estimate (truth) | images processed |",
              "|---|---|---|---|---|---|---|"]
     for case, r in results.items():
         if case == "meta":
             continue
-        for name, label in (("fastgr_gr", "fastgr, one GR run"), ("fastgr_ce", "fastgr, one CE run"),
-                            ("cleanlab", f"cleanlab, {FOLDS}-fold CE, last epoch"),
-                            ("cleanlab_best", f"cleanlab, {FOLDS}-fold CE, best epoch on the fold's labels"),
-                            ("cleanlab_equal_best", f"cleanlab, {FOLDS}-fold CE at a fifth of the epochs (equal "
-                             "compute), best epoch"),
-                            ("cleanlab_gr_best", f"cleanlab's scorer, {FOLDS}-fold GR, best epoch")):
+        for name, label in METHODS.items():
             m = r.get(name)
             if m is None:
                 continue
@@ -273,7 +296,7 @@ def main() -> None:
     a = ap.parse_args()
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     if a.table:
-        print(table(results))
+        print(table(results) + "\n\n" + summary(results))
         return
     flags = dict(_cases()[a.case][1])
     if a.epochs is not None:

@@ -3,7 +3,8 @@ r"""The noise-rate estimate of `fastgr issues`, old and new, on every kept run w
     uv run python bench/noise_estimate.py
 
 For each run folder kept by bench/budget_sweep.py and bench/signal_trace.py (`runs/sweep/CASE/EPOCHS/COLUMN`, and
-`runs/sweep_x12/...` for the `--auto` variant's cells) with a label_issues.csv (true labels from its labels.csv,
+`runs/sweep_x12/...` for the `--auto` variant's cells) and by bench/label_issues.py (`runs/issues/CASE/gr|ce`, the
+runs of its head-to-head) with a label_issues.csv (true labels from its labels.csv,
 clean runs included): the true share of wrong labels, the
 estimate before `fastgr.issues.flag_cut` (the share with AUM < 0) and with it (AUM below the cut: 0, or lower where
 a two-component Gaussian mixture on the margins puts the boundary between its components), the cut, and the
@@ -27,7 +28,8 @@ from fastgr.issues import estimated_noise_rate, flag_cut
 sys.path.insert(0, str(Path(__file__).parent))
 from label_issues import flagged_stats  # noqa: E402  (bench/ is not a package)
 
-FOLDERS = (Path("runs/sweep"), Path("runs/sweep_x12"))
+# where runs were kept -> the pattern of a run folder under it
+FOLDERS = {Path("runs/sweep"): "*/*/*", Path("runs/sweep_x12"): "*/*/*", Path("runs/issues"): "*/*"}
 OUT = Path("bench/results/noise_estimate.json")
 
 
@@ -48,8 +50,8 @@ def score(run: Path) -> dict:
 
 def main() -> None:
     out = {"note": __doc__.split("\n\n")[1].replace("\n", " "), "rows": {}}
-    for root in FOLDERS:
-        for issues in sorted(root.glob("*/*/*/label_issues.csv")):
+    for root, pattern in FOLDERS.items():
+        for issues in sorted(root.glob(f"{pattern}/label_issues.csv")):
             run = issues.parent
             if "true_label" not in pd.read_csv(run / "labels.csv", nrows=1):  # the truth is not known
                 continue
