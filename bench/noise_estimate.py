@@ -4,8 +4,8 @@ r"""The noise-rate estimate of `fastgr issues`, old and new, on every kept run w
 
 For each run folder kept by bench/budget_sweep.py and bench/signal_trace.py (`runs/sweep/CASE/EPOCHS/COLUMN`, and
 `runs/sweep_x12/...` for the `--auto` variant's cells) and by bench/label_issues.py (`runs/issues/CASE/gr|ce`, the
-runs of its head-to-head) with a label_issues.csv (true labels from its labels.csv,
-clean runs included): the true share of wrong labels, the
+runs of its head-to-head; `runs/issues_e30/...`, two of its GR parts trained at 30 epochs) with a label_issues.csv
+(true labels from its labels.csv, clean runs included): the true share of wrong labels, the
 estimate before `fastgr.issues.flag_cut` (the share with AUM < 0) and with it (AUM below the cut: 0, or lower where
 a two-component Gaussian mixture on the margins puts the boundary between its components), the cut, and the
 flagged set's precision and recall for each, beside the run's test accuracy and what it trained with. The margins
@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from label_issues import flagged_stats  # noqa: E402  (bench/ is not a package)
 
 # where runs were kept -> the pattern of a run folder under it
-FOLDERS = {Path("runs/sweep"): "*/*/*", Path("runs/sweep_x12"): "*/*/*", Path("runs/issues"): "*/*"}
+FOLDERS = {Path("runs/sweep"): "*/*/*", Path("runs/sweep_x12"): "*/*/*", Path("runs/issues"): "*/*",
+           Path("runs/issues_e30"): "*/*"}  # the last: label_issues' GR part at the CIFAR protocol's 30 epochs
 OUT = Path("bench/results/noise_estimate.json")
 
 
