@@ -123,6 +123,8 @@ README_ROWS = {
        for n in (40, 120)},
     **{f"fine-tune: ResNet-20 pretrained on CIFAR-10's classes 0-4, 5,000 images of classes 5-9, {n} epochs":
        ("fine-tune, 40% symmetric", str(n)) for n in (5, 10, 20)},
+    "the same fine-tune, clean labels, 5 epochs": ("fine-tune, clean labels", "5"),
+    "the same fine-tune, 30% pairflip, 5 epochs": ("fine-tune, 30% pairflip", "5"),
 }
 
 
@@ -314,6 +316,9 @@ def test_readme_figures_outside_its_tables_are_the_raw_results():
     ft = [100 * (rows[f"ft_sym40/{n}/gr"]["test_accuracy_final"] - rows[f"ft_sym40/{n}/ce"]["test_accuracy_final"])
           for n in (5, 10, 20)]
     assert f"GR's defaults end\n{min(ft):.1f}-{max(ft):.1f} points above CE at 5-20 epochs" in README
+    other = [100 * (rows[f"{c}/5/gr"]["test_accuracy_final"] - rows[f"{c}/5/ce"]["test_accuracy_final"])
+             for c in ("ft_clean", "ft_pair30")]
+    assert f"at 5 epochs {other[0]:.1f} above it on clean labels and {other[1]:.1f} with 30% pairflip" in README
     auto_gap = 100 * (rows["ft_sym40/5/gr"]["test_accuracy_final"] - rows["ft_sym40/5/auto"]["test_accuracy_final"])
     assert f"on the 40% fine-tunes it stays CE, {auto_gap:.1f} points below GR's defaults at 5 epochs" in README
     issues = json.loads((results / "label_issues.json").read_text())
@@ -322,3 +327,50 @@ def test_readme_figures_outside_its_tables_are_the_raw_results():
     for case in ("digits40", "cifar5k_sym40", "cifar5k_pair30", "c10n_random1"):
         arms = [v["auroc"] for k, v in issues[case].items() if k.startswith("cleanlab") and "auroc" in v]
         assert arms and issues[case]["fastgr_gr"]["auroc"] > max(arms), case
+
+
+# The rows of BENCHMARKS.md's confident-joint table: the kept runs (noise_estimate.json's keys) each cell is of.
+CJ_ROWS = {
+    "digits 40%, GR's default, 30 epochs (label_issues' `gr`)": ["issues:digits40/gr"],
+    "CIFAR-5k 40%, `--auto`, 120 epochs": ["sweep:cifar5k_sym40/120/auto"],
+    "CIFAR-5k 40%, the variant's `--auto`, 120 epochs": ["sweep_x12:cifar5k_sym40/120/auto"],
+    "CIFAR-5k 40%, `--auto`, 10 epochs (CE throughout)": ["sweep:cifar5k_sym40/10/auto"],
+    "CIFAR-10N random_label1, GR's default, 120 epochs": ["issues:c10n_random1/gr"],
+    "CIFAR-10N random_label1, GR's default, 30 epochs": ["issues_e30:c10n_random1/gr"],
+    "CIFAR-5k 30% pairflip, GR's default, 30 epochs": ["issues_e30:cifar5k_pair30/gr"],
+    "fine-tune 40%, GR 0.5/8, 5 / 10 / 20 epochs": [f"sweep:ft_sym40/{n}/gr" for n in (5, 10, 20)],
+    "fine-tune 40%, CE, 5 / 10 / 20 epochs": [f"sweep:ft_sym40/{n}/ce" for n in (5, 10, 20)],
+    "CIFAR-5k clean, CE, 40 / 120 epochs": [f"sweep:cifar5k_clean/{n}/ce" for n in (40, 120)],
+    "CIFAR-5k clean, GR 1/16/0.5, 40 / 120 epochs": [f"sweep:cifar5k_clean/{n}/gr116" for n in (40, 120)],
+    "fine-tune clean, CE / GR 0.5/8, 5 epochs": [f"sweep:ft_clean/5/{c}" for c in ("ce", "gr")],
+}
+
+
+def test_confident_joint_table_is_the_raw_results():
+    "Each estimate of BENCHMARKS.md's confident-joint table is noise_estimate.json's, for the run the row names."
+    import json
+
+    rows = json.loads((ROOT / "bench" / "results" / "noise_estimate.json").read_text())["rows"]
+    text = (ROOT / "BENCHMARKS.md").read_text().split("**cleanlab's confident joint on the run's own probabilities")[1]
+    table = {c[0]: c[1:] for c in ([x.strip() for x in line.strip().strip("|").split("|")]
+                                   for line in text.split("\n| run | truth |")[1].split("\n\n")[0].splitlines()[2:])}
+    assert table.keys() == CJ_ROWS.keys()
+    for label, keys in CJ_ROWS.items():
+        truth, cut, cj = (cell.replace("*", "") for cell in table[label][:3])
+        assert truth == f"{rows[keys[0]]['true_noise_rate']:.3f}", label
+        assert cut == " / ".join(f"{rows[k]['estimated_noise_rate']:.3f}" for k in keys), label
+        assert cj == " / ".join(f"{rows[k]['confident_joint']['estimated_noise_rate']:.3f}" for k in keys), label
+
+
+def test_step_size_figures_are_the_raw_results():
+    "docs/design.md's GR-at-CE's-step figures, and the CE and GR beside them, are bench/results/step_size.json's."
+    import json
+
+    rows = json.loads((ROOT / "bench" / "results" / "step_size.json").read_text())["rows"]
+    design = " ".join((ROOT / "docs" / "design.md").read_text().split())
+    for key, words in (("cifar5k_sym40/10", "CIFAR-5k 40% at 10 epochs"),
+                       ("ft_sym40/5", "the 40% fine-tune at 5 epochs"),
+                       ("ft_clean/5", "the clean fine-tune at 5 epochs")):
+        r = rows[key]
+        assert (f"{words} {r['gr_at_ce_mass']['test_accuracy_final']:.3f} (GR {r['gr']:.3f}, CE {r['ce']:.3f})"
+                in design), key
