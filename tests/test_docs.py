@@ -374,3 +374,38 @@ def test_step_size_figures_are_the_raw_results():
         r = rows[key]
         assert (f"{words} {r['gr_at_ce_mass']['test_accuracy_final']:.3f} (GR {r['gr']:.3f}, CE {r['ce']:.3f})"
                 in design), key
+
+
+def test_step_size_probe_is_gr_at_cross_entropys_mass():
+    "bench/step_size.py's gradient: GR's, example by example, scaled so that its L1 mass is cross-entropy's."
+    import torch
+
+    from fastgr.gradient import ce_gradient, gr_terms
+
+    probe = _bench_module("step_size")
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(64, 10, generator=g) * 3, torch.randint(0, 10, (64,), generator=g)
+    got = probe.ce_mass_terms(logits, y, 0.5, 8.0).gradient
+    gr = gr_terms(logits, y, 0.5, 8.0).gradient
+    assert torch.allclose(got.abs().sum(), ce_gradient(logits, y).abs().sum(), rtol=1e-5)
+    ratio = got / gr
+    assert torch.allclose(ratio, ratio[0, 0].expand_as(ratio), rtol=1e-4)  # one scale for the whole batch
+    assert not torch.allclose(ratio[0, 0], torch.tensor(1.0))  # and not GR's own: the probe changes something
+
+
+def test_margin_modes_reads_the_logit_margin_from_a_trace(tmp_path):
+    "Where the prediction is another class the margin is z_given - max z_other exactly; else log(p / (1 - p))."
+    import numpy as np
+    import torch
+
+    modes = _bench_module("margin_modes")
+    z = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
+    p = z.softmax(1).numpy()
+    given = np.array([0, 0])  # the first agrees with its prediction, the second does not
+    pred = p.argmax(1)
+    np.savez(tmp_path / "epoch_001.npz", pred=pred, p_pred=p.max(1), p_given=p[np.arange(2), given])
+    m = modes.margins(tmp_path / "epoch_001.npz")
+    assert np.isclose(m[1], float(z[1, 0] - z[1, 1]), atol=1e-5)
+    assert np.isclose(m[0], np.log(p[0, 0] / (1 - p[0, 0])), atol=1e-5)
+    assert m[0] <= float(z[0, 0] - z[0, 1]) + 1e-6  # a lower bound of the true margin
+    assert np.isclose(modes.confidence(tmp_path / "epoch_001.npz", 3), (p.max(1).mean() - 1 / 3) / (2 / 3))
