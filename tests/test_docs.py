@@ -332,6 +332,7 @@ def test_readme_figures_outside_its_tables_are_the_raw_results():
 # The rows of BENCHMARKS.md's confident-joint table: the kept runs (noise_estimate.json's keys) each cell is of.
 CJ_ROWS = {
     "digits 40%, GR's default, 30 epochs (label_issues' `gr`)": ["issues:digits40/gr"],
+    "CIFAR-5k 40%, GR's default, 120 epochs (label_issues' `gr`)": ["issues:cifar5k_sym40/gr"],
     "CIFAR-5k 40%, `--auto`, 120 epochs": ["sweep:cifar5k_sym40/120/auto"],
     "CIFAR-5k 40%, the variant's `--auto`, 120 epochs": ["sweep_x12:cifar5k_sym40/120/auto"],
     "CIFAR-5k 40%, `--auto`, 10 epochs (CE throughout)": ["sweep:cifar5k_sym40/10/auto"],
