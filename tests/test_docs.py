@@ -124,6 +124,7 @@ README_ROWS = {
     **{f"fine-tune: ResNet-20 pretrained on CIFAR-10's classes 0-4, 5,000 images of classes 5-9, {n} epochs":
        ("fine-tune, 40% symmetric", str(n)) for n in (5, 10, 20)},
     "the same fine-tune, clean labels, 5 epochs": ("fine-tune, clean labels", "5"),
+    "the same fine-tune, clean labels, 10 epochs": ("fine-tune, clean labels", "10"),
     "the same fine-tune, 30% pairflip, 5 epochs": ("fine-tune, 30% pairflip", "5"),
 }
 
