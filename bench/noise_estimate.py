@@ -51,7 +51,9 @@ def train_probs(run: Path) -> np.ndarray:
 
         cfg = RunFolder(run).read_record().config
         data = load_data(cfg.data, cfg.img_size, cfg.valid_pct, cfg.seed, cfg.classes, cfg.in_memory)
-        np.save(cache, predict_with_learner(run / "learner.pkl", data, "cpu").numpy())
+        tmp = cache.with_name("train_probs.part.npy")  # written whole, then renamed: a cut run leaves no half cache
+        np.save(tmp, predict_with_learner(run / "learner.pkl", data, "cpu").numpy())
+        tmp.replace(cache)
     probs = np.load(cache).astype(np.float64)
     return probs / probs.sum(1, keepdims=True)
 
