@@ -73,11 +73,12 @@ COLUMNS = {  # key: (column label, the flags that differ from the case's)
     "gr116": ("GR 1/16/0.5", dict(lam=1.0, beta=16.0, warmup=0.5)),
     "preset": ("GR --preset", dict(preset=True)),
     "tune": ("GR --tune", dict(tune=True)),
-    # the automatic setting (`--auto`, fastgr.handover): cross-entropy until the run starts to memorise, then GR
+    # the automatic setting (`--auto`, fastgr.handover): which setting from when, by the run and its schedule
     "auto": ("GR --auto", dict(auto=True)),
 }
-# the noise signals (fastgr.signals) too: the evidence the automatic handover decides on
-CURVES = ("test_acc", "train_acc_given", "train_acc_true", "noise_cl", "noise_aum", "memorised", "gr_share")
+# the noise signals (fastgr.signals) too: the evidence the automatic setting decides on
+CURVES = ("test_acc", "train_acc_given", "train_acc_true", "noise_cl", "noise_aum", "memorised", "confidence",
+          "gr_share")
 OUT = Path("bench/results/budget_sweep.json")
 SEEDS_OUT = Path("bench/results/budget_seeds.json")  # the runs with a seed other than the protocol's 0
 

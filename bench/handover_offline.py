@@ -4,8 +4,9 @@ r"""When would the automatic setting's rule have handed over, read on cross-entr
 
 Up to its handover an `--auto` run is a cross-entropy run, so a rule can be read on the per-epoch signals
 (`noise_cl`, `memorised`, `train_acc_given`) that bench/budget_sweep.py keeps for every cell, here the CE and
-`--auto` cells of bench/results/budget_sweep.json, bench/results/signal_trace_reruns.json and bench/results/
-auto_variant_x12.json (the `--auto` cells of a variant of the rule, set aside) that have them; an `--auto` cell is
+`--auto` cells of bench/results/budget_sweep.json, bench/results/signal_trace_reruns.json, bench/results/
+auto_first_rule.json (the first rule's `--auto` cells: memorising alone) and bench/results/auto_variant_x12.json
+(the `--auto` cells of a variant of that rule, set aside) that have them; an `--auto` cell is
 read up to its handover (`ce_epochs`: the epochs it trained with cross-entropy alone). For each: the epoch
 (1-based) after which `fastgr.handover.handover_due` would decide, for the rule and the variant (`RULES`), and the
 first candidate rule ("the fit of the given labels reaches 1 - noise_cl of the least-memorising epoch"), with each
@@ -37,6 +38,7 @@ from fastgr.handover import HANDOVER_EPOCHS, HANDOVER_FACTOR, EpochSignals, hand
 RUNS = Path("runs/sweep")  # bench/budget_sweep.py's --keep folder
 # each results file, and where its run folders (and traces) were kept; the last: the variant set aside's cells
 SOURCES = {Path("bench/results/budget_sweep.json"): RUNS, Path("bench/results/signal_trace_reruns.json"): RUNS,
+           Path("bench/results/auto_first_rule.json"): RUNS,  # the `--auto` cells of the first rule, moved there
            Path("bench/results/auto_variant_x12.json"): Path("runs/sweep_x12")}
 # the rule (fastgr.handover.HANDOVER_FACTOR, HANDOVER_EPOCHS: doubled, in one epoch), and the variant tried
 RULES = {"x2.0 in 1": (HANDOVER_FACTOR, HANDOVER_EPOCHS), "x1.2 in 2": (1.2, 2)}

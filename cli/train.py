@@ -108,8 +108,10 @@ def train(
                         help="First pick lam and beta on held-out noisy training labels (`fastgr tune`), then train "
                              "with them."),
     auto: bool = option(PANEL_GR, DEFAULTS.auto, "--auto",
-                        help="GR's automatic setting (experimental): cross-entropy until the network starts to fit "
-                             "the labels it contradicted, then GR (lam 1, beta 16) blended in."),
+                        help="GR's automatic setting (experimental): lam 0.5, beta 8 from the second epoch if the "
+                             "network is competent after its first (a fine-tune); lam 1, beta 16 blended in over the "
+                             "first half on a long training; else cross-entropy until the network starts to fit the "
+                             "labels it contradicted, then lam 1, beta 16."),
     warmup: Warmup = DEFAULTS.warmup,
     warmup_mode: WarmupModeOpt = WarmupMode(DEFAULTS.warmup_mode),
     eps: Eps = DEFAULTS.eps,

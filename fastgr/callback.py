@@ -53,10 +53,12 @@ class GRCallback(Callback):
     (weights, p_i, gradient: `GRTerms`) are published as `terms` for callbacks ordered after it, such as
     `fastgr.monitor.EmphasisMonitor`, which turns them into the training table's columns and the collapse warning.
 
-    With neither `lam` nor `beta` the setting is automatic (`fastgr.handover`): cross-entropy until the run's own
-    signals say the network starts to fit the labels it contradicted, then GR (lam 1, beta 16) blended in. Given
-    to the Learner when it is made (`Learner(..., cbs=[GRCallback()])`, `vision_learner(..., cbs=...)`), it adds
-    the `Handover` that decides and the `NoiseSignals` it reads, where the learner has none.
+    With neither `lam` nor `beta` the setting is automatic (`fastgr.handover`): lam 0.5 / beta 8 from the second
+    epoch where the network is competent from its first (a fine-tune), lam 1 / beta 16 blended in from the start
+    on a long training, else cross-entropy until the run's own signals say the network starts to fit the labels it
+    contradicted, then lam 1 / beta 16 blended in. Given to the Learner when it is made
+    (`Learner(..., cbs=[GRCallback()])`, `vision_learner(..., cbs=...)`), it adds the `Handover` that decides and the
+    `NoiseSignals` it reads, where the learner has none.
     """
 
     # before GradientAccumulation (which rescales `loss_grad` in its own `after_loss`) and MixedPrecision
@@ -119,8 +121,15 @@ class GRCallback(Callback):
             return self.learn.handover.share()
         return 1.0 if self.warmup <= 0 else min(1.0, training_progress(self.learn) / self.warmup)
 
+    def setting(self) -> tuple[float, float]:
+        "GR's (lam, beta) now: those given, or (automatic) those `Handover` decided on."
+        return self.learn.handover.setting() if self.auto else (self.lam, self.beta)
+
     def after_loss(self):
         if not self.training:
+            return
+        if self.auto and self.learn.handover.cross_entropy():  # the learner's own loss and gradient, to the bit
+            self.terms = None
             return
         pred, yb = self.learn.pred, self.learn.yb
         if not isinstance(pred, torch.Tensor):
@@ -134,11 +143,11 @@ class GRCallback(Callback):
         if isinstance(y, torch.Tensor) and y.shape != expected and y.numel() == expected.numel():
             y = y.reshape(expected)  # e.g. fastai tabular's (B, 1) targets, flattened as CrossEntropyLossFlat does
         a = self.progress()
-        lam, beta, mix = self.lam, self.beta, 1.0
+        (lam, beta), mix = self.setting(), 1.0
         if a < 1 and self.warmup_mode == "blend":
             mix = a
         elif a < 1:  # ramp from a cross-entropy-like emphasis (lam 0, beta 2: the hardest examples weigh most)
-            lam, beta = a * self.lam, 2.0 + a * (self.beta - 2.0)
+            lam, beta = a * lam, 2.0 + a * (beta - 2.0)
         try:  # several ranks (DDP): the weights normalised over the global batch
             terms = gr_terms(pred, y, lam, beta, self.transform, self.normalize, self.eps, mix=mix,
                              world=group_size() > 1)

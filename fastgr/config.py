@@ -45,7 +45,7 @@ class TrainConfig:
     lam: float | None = None  # emphasis focus parameter; None: the preset's or the default (`default_setting`)
     beta: float | None = None  # emphasis spread parameter; None: the preset's or the default (`default_setting`)
     preset: bool = False  # lam and beta from the paper's table by noise rate and class count
-    auto: bool = False  # GR's automatic setting: cross-entropy, then GR once the run starts to memorise (`handover`)
+    auto: bool = False  # GR's automatic setting: which setting, from when, by the run and its schedule (`handover`)
     epochs: int = 30  # training epochs (one-cycle schedule); when fine-tuning, those after unfreezing
     lr: float = 0.1  # peak learning rate of SGD (momentum 0.9)
     bs: int = 128  # batch size
@@ -183,7 +183,7 @@ class RunSettings:
     setting_source: str | None  # where lam and beta come from
     warmup: float | None  # fraction of training over which GR takes over from CE
     warmup_mode: str | None  # blend or ramp
-    auto: bool = False  # the automatic setting (`fastgr.handover`): lam and beta are what it hands over to
+    auto: bool = False  # the automatic setting (`fastgr.handover`): lam and beta are its strong setting's
 
     @property
     def gr(self) -> bool:

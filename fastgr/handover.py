@@ -1,18 +1,29 @@
-"""GR's automatic setting: cross-entropy until the network starts to fit the labels it contradicted, then GR's
-emphasis, blended in. Nothing to choose: the run's own signals decide when.
+"""GR's automatic setting: which of GR's settings, and from when, decided by the training's own signals and its
+schedule. Nothing to choose.
 
-The rule (`handover_due`), read once an epoch from `fastgr.signals.NoiseSignals`: `memorised`, the share of the
-last epoch's confident disagreements (examples confidently predicted as another class than their given one) that
-the network now fits, is low while it learns what generalises and rises once it memorises the labels it disagreed
-with. The handover is due once that share has at least doubled from its lowest, beyond its sampling error: the
-lower 95% Wilson bound of the epoch's share reaches twice the lowest upper bound of an earlier epoch's (a share
-over a handful of disagreements, as on clean labels, bounds little). Why twice and not less (a fifth, in two epochs
-in a row, was tried and fires on clean CIFAR): docs/design.md.
+Three cases, in this order (`Handover`; the runs behind each: docs/design.md, "The automatic setting"):
 
-From the next epoch GR's share of the gradient rises linearly from 0 to 1 over `HANDOVER_BLEND` of the training.
-A run that never starts to memorise (a short budget, a weak model, clean labels) stays cross-entropy throughout,
-which is what wins there (BENCHMARKS.md, "Where GR loses: short budgets"). docs/design.md ("The automatic
-setting") has the runs behind the rule; it is not the default yet.
+- **Competent from its first epoch** (a pretrained body fine-tuned): the network's `confidence` (`NoiseSignals`:
+  the mean probability of its predicted class, 0 for a guess, 1 for certainty; no label read) is at least
+  `COMPETENT_CONFIDENCE` after the first epoch. GR's fixed default (lam 0.5, beta 8) from the second epoch on,
+  whatever the length: there GR helps the network learn the right labels, clean ones included.
+- **Long** (`LONG_EPOCHS` epochs or more): GR's strong setting (lam 1, beta 16) blended in from the first step over
+  the first half (`PRESET_WARMUP`), as fastgr's budget default does: a slow network starts to memorise before any
+  signal can tell noisy labels from clean ones, so on a long schedule GR must already be there.
+- **Otherwise** cross-entropy (the learner's own loss and gradient, untouched), until the run starts to memorise
+  (`handover_due`, read once an epoch): `memorised`, the share of the last epoch's confident disagreements
+  (examples confidently predicted as another class than their given one) that the network now fits, is low while
+  it learns what generalises and rises once it memorises the labels it disagreed with. The handover is due once
+  that share has at least doubled from its lowest, beyond its sampling error: the lower 95% Wilson bound of the
+  epoch's share reaches twice the lowest upper bound of an earlier epoch's (a share over a handful of
+  disagreements, as on clean labels, bounds little). From the next epoch the strong setting's share of the
+  gradient rises linearly from 0 to 1 over `HANDOVER_BLEND` of the training. A run that never starts to memorise
+  (a short budget, a weak model, clean labels) stays cross-entropy throughout, which is what wins there
+  (BENCHMARKS.md, "Where GR loses: short budgets").
+
+The first case reads one epoch, the second the schedule alone, the third the run as it goes; no signal tells clean
+labels from noisy ones early enough for a long run (docs/design.md), which is why the second reads the schedule.
+It is not the default yet.
 """
 
 from __future__ import annotations
@@ -23,17 +34,23 @@ from typing import NamedTuple
 
 from fastai.callback.core import Callback
 
-from .presets import AUTO
+from .presets import AUTO, AUTO_COMPETENT, PRESET_WARMUP
 from .schedule import fit_epoch, total_epochs, training_progress
 from .signals import NoiseSignals
 from .telemetry import StatColumns
 
 __all__ = ["Handover", "EpochSignals", "Decision", "handover_due", "wilson_bounds", "HANDOVER_BLEND",
-           "HANDOVER_FACTOR", "HANDOVER_EPOCHS"]
+           "HANDOVER_FACTOR", "HANDOVER_EPOCHS", "COMPETENT_CONFIDENCE", "LONG_EPOCHS"]
 
 HANDOVER_BLEND = 0.1  # the blend from cross-entropy to GR lasts this fraction of the training's epochs
 HANDOVER_FACTOR = 2.0  # memorising is under way once the memorised share has grown this many times from its lowest
 HANDOVER_EPOCHS = 1  # in this many epochs in a row (more: a jump in one epoch does not count)
+# after the first epoch: a fine-tune's head epoch leaves 0.59-0.78, training from scratch 0.12-0.25 (digits, CIFAR-5k)
+COMPETENT_CONFIDENCE = 0.5
+# a schedule this long gets GR's strong setting from the start: between the 40 epochs where it costs clean CIFAR-5k
+# 7.6 points and the 120 where the noisy rows need it (21 points above CE); nothing was measured in between, 70
+# is their geometric mean, rounded (docs/design.md, "The automatic setting")
+LONG_EPOCHS = 70
 
 
 class EpochSignals(NamedTuple):
@@ -41,6 +58,7 @@ class EpochSignals(NamedTuple):
     memorised: float | None  # of the last epoch's confident disagreements, the share now fitted
     base: int  # how many disagreements that share is of
     noise: float | None  # `noise_cl`, reported beside the decision
+    confidence: float | None = None  # the mean probability of the predicted class, rescaled (0: a guess)
 
 
 class Decision(NamedTuple):
@@ -87,11 +105,11 @@ def handover_due(
 
 
 class Handover(StatColumns, Callback):
-    """Decides, once a training epoch ends, whether `GRCallback`'s automatic setting hands over from cross-entropy
-    to GR (`handover_due`), and tells it GR's share of each step's gradient (`share`). Adds the column `gr_share`
-    (the share at the epoch's end). State: the epochs' signals (`history`), saved with a checkpoint, so a resumed
-    run decides as the uninterrupted one; every rank of a launch reads the same all-reduced signals and decides
-    alike. Needs `NoiseSignals` on the learner (`GRCallback()` adds both)."""
+    """Decides which of GR's settings `GRCallback`'s automatic setting trains with (`setting`) and GR's share of each
+    step's gradient (`share`), by the three cases of the module docstring. Adds the column `gr_share` (the share at
+    the epoch's end). State: the epochs' signals (`history`) and what was decided when, saved with a checkpoint, so
+    a resumed run decides as the uninterrupted one; every rank of a launch reads the same all-reduced signals and
+    decides alike. Needs `NoiseSignals` on the learner (`GRCallback()` adds both)."""
 
     columns = ("gr_share",)
     order = NoiseSignals.order + 1  # reads the epoch's signals once computed; before the Recorder (50)
@@ -99,23 +117,45 @@ class Handover(StatColumns, Callback):
 
     def __init__(
         self,
-        blend: float = HANDOVER_BLEND,  # the blend lasts this fraction of the training's epochs
+        blend: float = HANDOVER_BLEND,  # the blend after memorising begins lasts this fraction of the training's epochs
     ):
         if not 0 <= blend <= 1:
             raise ValueError(f"blend must be a fraction of training in [0, 1], got {blend}")
         self.blend = blend
         self.history: list[EpochSignals] = []
+        self.case: str | None = None  # "competent" or "memorising" once decided; a long schedule is read, not decided
         self.decided: int | None = None  # the epoch (0-based, of the whole training) whose end decided it
-        self.why: Decision | None = None  # the shares it went by
-        self.total: int | None = None  # the training's epochs when it decided
+        self.why: Decision | None = None  # the shares a handover on memorising went by
+        self.total: int | None = None  # the training's epochs, as of the last epoch's end
         self.epoch_stats = {}
 
     def before_fit(self):
         self.add_columns(self.learn)
 
+    def _in_force(self, case: str) -> bool:
+        "Was `case` decided at the end of an epoch before this one (not a new training's leftover)?"
+        return self.case == case and self.decided is not None and self.decided < fit_epoch(self.learn)
+
+    def long(self) -> bool:
+        "Is the training long enough for GR's strong setting from the start (`LONG_EPOCHS`)?"
+        return total_epochs(self.learn) >= LONG_EPOCHS
+
+    def cross_entropy(self) -> bool:
+        "Is this step plain cross-entropy: no case decided before this epoch, and not a long schedule?"
+        return not self.long() and not (self._in_force("competent") or self._in_force("memorising"))
+
+    def setting(self) -> tuple[float, float]:
+        "GR's (lam, beta) now: the fixed default on a network competent from its first epoch, else the strong one."
+        s = AUTO_COMPETENT if self._in_force("competent") else AUTO
+        return s.lam, s.beta
+
     def share(self) -> float:
-        "GR's share of the gradient now: 0 until an epoch's end decides, then rising to 1 over the blend."
-        if self.decided is None or self.decided >= fit_epoch(self.learn):  # not yet, or a new training's leftover
+        "GR's share of the gradient now: by the case decided (module docstring); 0 while none is."
+        if self._in_force("competent"):
+            return 1.0
+        if self.long():  # the budget default's blend, to the same float: over the first half, from the first step
+            return min(1.0, training_progress(self.learn) / PRESET_WARMUP)
+        if not self._in_force("memorising"):
             return 0.0
         epochs = training_progress(self.learn) * total_epochs(self.learn) - (self.decided + 1)
         length = self.blend * total_epochs(self.learn)
@@ -129,14 +169,18 @@ class Handover(StatColumns, Callback):
         stats = signals.epoch_stats
         if "noise_cl" not in stats:  # an epoch without a training batch: nothing to read
             return
-        e = fit_epoch(self.learn)
+        e, self.total = fit_epoch(self.learn), total_epochs(self.learn)
         # a new training starts over; a resumed one has its epochs from the checkpoint
         self.history = self.history[:e] + [EpochSignals(stats.get("memorised"), int(stats.get("memorised_base", 0)),
-                                                        stats.get("noise_cl"))]
+                                                        stats.get("noise_cl"), stats.get("confidence"))]
         if self.decided is not None and self.decided >= e:
-            self.decided = self.why = self.total = None
-        if self.decided is None and (why := handover_due(self.history)) is not None:
-            self.decided, self.why, self.total = e, why, total_epochs(self.learn)
+            self.case = self.decided = self.why = None
+        if self.decided is None:
+            confidence = self.history[0].confidence
+            if e == 0 and confidence is not None and confidence >= COMPETENT_CONFIDENCE:
+                self.case, self.decided = "competent", e
+            elif not self.long() and (why := handover_due(self.history)) is not None:
+                self.case, self.decided, self.why = "memorising", e, why
         self.epoch_stats = {"gr_share": self.share()}
 
     def after_fit(self):
@@ -144,7 +188,14 @@ class Handover(StatColumns, Callback):
 
     def decision(self) -> str:
         "What it decided, in a line for the run's output."
-        if self.decided is None:
+        if self.case == "competent":
+            return (f"automatic GR: competent from its first epoch (confidence {self.history[0].confidence:.3f}, "
+                    f"from {COMPETENT_CONFIDENCE:g}): lam {AUTO_COMPETENT.lam:g}, beta {AUTO_COMPETENT.beta:g} from "
+                    "epoch 2 on")
+        if self.total is not None and self.total >= LONG_EPOCHS:
+            return (f"automatic GR: a long training ({self.total} epochs, from {LONG_EPOCHS}): lam {AUTO.lam:g}, "
+                    f"beta {AUTO.beta:g}, blended in from the first step over the first half")
+        if self.case is None:
             return ("automatic GR: cross-entropy throughout (the network never began to fit the labels it "
                     f"contradicted: the memorised share never reached {HANDOVER_FACTOR:g}x its lowest)")
         noise = self.history[self.decided].noise
@@ -155,7 +206,7 @@ class Handover(StatColumns, Callback):
 
     # -- state, for a run that resumes -----------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"history": [tuple(s) for s in self.history], "decided": self.decided,
+        return {"history": [tuple(s) for s in self.history], "case": self.case, "decided": self.decided,
                 "why": None if self.why is None else tuple(self.why), "total": self.total}
 
     def load_state_dict(self, state: dict) -> None:
@@ -163,3 +214,5 @@ class Handover(StatColumns, Callback):
         why = state.get("why")
         self.decided, self.why, self.total = state.get("decided"), None if why is None else Decision(*why), \
             state.get("total")
+        # a checkpoint of the first rule knew one case only: handing over once memorising began
+        self.case = state.get("case", None if self.decided is None else "memorising")

@@ -203,12 +203,13 @@ class EmphasisMonitor(StatColumns, Callback):
         if epoch in new and not self._warned:
             self._warned = True
             gr = self._gr()
+            lam, beta = gr.setting()
             ess, mean_p = self.epoch_stats["gr_ess"], self.epoch_stats["gr_mean_p"]
             run = next(k for k in range(1, len(post) + 1) if k == len(post) or post[-k - 1]["epoch"] not in found)
             warnings.warn(
                 f"emphasis collapse: lower beta or lam, or use warm-up (epoch {epoch + 1}: the batches' "
                 f"effective sample size averaged {ess:.3f} of the batch, below {self.ess_threshold:g}, while the "
                 f"mean probability of the given labels, {mean_p:.3f}, stayed below {self.fit_threshold:g}x chance, "
-                f"for {run} epochs in a row; lam={gr.lam:g}, beta={gr.beta:g}); later epochs are "
+                f"for {run} epochs in a row; lam={lam:g}, beta={beta:g}); later epochs are "
                 "counted in collapsed_epochs",
                 EmphasisCollapseWarning, stacklevel=2)

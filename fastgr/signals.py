@@ -8,7 +8,9 @@ table: the signals a run gives of when it starts to memorise (what fits the give
   another class on average over the steps so far; `fastgr.dynamics.TrainingDynamics`);
 - `memorised`: of the examples the last epoch confidently predicted as another class than their given one, the
   share now predicted as their given class: low while the network learns what generalises, rising once it
-  memorises labels that disagree with it.
+  memorises labels that disagree with it;
+- `confidence`: the mean probability of the predicted class, rescaled so that a uniform guess is 0 and certainty
+  1: how competent the network is, read without any label (`fastgr.handover` asks it after the first epoch).
 
 The predictions are those of the training steps (augmented, in-sample), kept on the device at the batches' dataset
 indices: no host synchronisation in a step, one small read per epoch.
@@ -53,12 +55,13 @@ def calibrated_noise_rate(
 
 
 class NoiseSignals(StatColumns, Callback):
-    """Adds `noise_cl`, `noise_aum` and `memorised` (module docstring) to the training table, once per training
-    epoch. Reads the logits only; `noise_aum` alongside `TrainingDynamics`, which `gr_learner(record_dynamics=True)`
-    adds with it. Under a launch of several processes the epoch's per-example values are summed over the ranks
-    (each example is seen by one rank an epoch), so every rank computes the same figures."""
+    """Adds `noise_cl`, `noise_aum`, `memorised` and `confidence` (module docstring) to the training table, once per
+    training epoch. Reads the logits only; `noise_aum` alongside `TrainingDynamics`, which
+    `gr_learner(record_dynamics=True)` adds with it. Under a launch of several processes the epoch's per-example
+    values are summed over the ranks (each example is seen by one rank an epoch), so every rank computes the same
+    figures."""
 
-    columns = ("noise_cl", "noise_aum", "memorised")
+    columns = ("noise_cl", "noise_aum", "memorised", "confidence")
     # before fastai's Recorder (50), which reads the columns' names in its before_fit and their values in its
     # after_train; the dynamics' AUM (`values`, summed over the ranks) is read whole whichever runs first
     order = 40
@@ -108,7 +111,8 @@ class NoiseSignals(StatColumns, Callback):
         # per-class threshold of self-confidence)
         bar = torch.zeros(c, dtype=torch.float64, device=g.device).index_add_(0, g, seen[3][known].double())
         thresholds = (bar / counts.clamp_min(1)).to(pp.dtype)
-        self.epoch_stats = {"noise_cl": calibrated_noise_rate(confident_joint(g, pr, pp, thresholds), counts)}
+        self.epoch_stats = {"noise_cl": calibrated_noise_rate(confident_joint(g, pr, pp, thresholds), counts),
+                            "confidence": (float(pp.double().mean()) - 1 / c) / (1 - 1 / c) if len(pp) else None}
         disagree = known & (pred != given) & (p_pred >= thresholds[pred])
         if self.disagreed is not None and self.disagreed.shape == disagree.shape:
             before = self.disagreed.to(disagree.device) & known

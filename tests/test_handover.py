@@ -14,6 +14,7 @@ from torch import nn
 
 import fastgr.handover as handover
 from fastgr import GRCallback, TrainConfig, train_run
+from fastgr.gradient import gr_terms
 from fastgr.handover import Decision, EpochSignals, Handover, handover_due, wilson_bounds
 from fastgr.signals import NoiseSignals
 
@@ -69,8 +70,8 @@ def test_automatic_gr_adds_what_it_reads_and_trains_as_cross_entropy_until_it_de
         auto.fit(3)
         ce.fit(3)
     for a, b in zip(auto.model.parameters(), ce.model.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    assert not (a == 0).all()
+        assert torch.equal(a, b)  # the learner's own loss and gradient: cross-entropy to the last bit
+    assert not (a == 0).all() and auto.gr.terms is None
     assert auto.handover.decided is None and auto.handover.history and len(auto.handover.history) == 3
     # each memorised share comes with the count it is of: the last epoch's confident disagreements seen again
     h = auto.handover.history
@@ -150,3 +151,76 @@ def test_a_run_says_what_it_decided_and_resumes_to_the_same_decision(tmp_path, m
     assert load_run_learner(tmp_path / "full").gr.auto
     probs = predict_with_learner(tmp_path / "full" / "learner.pkl", load_data("digits", img_size=8))
     assert probs.shape == (1437, 10) and torch.allclose(probs.sum(1), torch.ones(1437))
+
+
+def test_the_confidence_it_reads_is_the_mean_probability_of_the_predicted_class_rescaled():
+    "With the learning rate 0 every batch sees the same model: `confidence` is its mean max-probability, rescaled."
+    learn = linear_learner([GRCallback(lam=None, beta=None)], c=4)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=0.0)
+    x = torch.stack([b[0] for b in learn.dls.train.dataset])
+    with torch.no_grad():
+        p = learn.model(x).softmax(1).max(1).values.double().mean().item()
+    got = learn.handover.history[0].confidence
+    assert got == pytest.approx((p - 1 / 4) / (1 - 1 / 4), abs=1e-6) and 0 < got < 1
+    assert "confidence" in learn.recorder.metric_names
+
+
+def test_a_network_competent_from_its_first_epoch_trains_with_the_fixed_default_from_the_second(monkeypatch):
+    monkeypatch.setattr(handover, "COMPETENT_CONFIDENCE", 0.0)  # any network is competent after its first epoch
+    monkeypatch.setattr(handover, "handover_due", lambda history: pytest.fail("memorising is not watched then"))
+    seen = []
+
+    class Watch(Callback):
+        order = GRCallback.order + 1  # after GR has set the step's gradient
+
+        def after_loss(self):
+            if self.training:
+                gr = self.learn.gr
+                want = gr_terms(self.learn.pred.detach(), self.learn.yb[0], 0.5, 8.0).gradient
+                same = None if gr.terms is None else torch.equal(gr.terms.gradient, want)
+                seen.append((self.learn.epoch, gr.progress(), gr.setting(), same))
+
+    learn = linear_learner([GRCallback(lam=None, beta=None), Watch()])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(3)
+    assert learn.handover.case == "competent" and learn.handover.decided == 0
+    first = [s for s in seen if s[0] == 0]
+    later = [s for s in seen if s[0] > 0]
+    assert all(a == 0 and same is None for _, a, _, same in first)  # plain cross-entropy while the first is read
+    assert all(a == 1 and setting == (0.5, 8.0) and same for _, a, setting, same in later)
+    assert [row[-1] for row in learn.recorder.values] == [0, 1, 1]
+    assert "competent from its first epoch" in learn.handover.decision() and "lam 0.5, beta 8" in \
+        learn.handover.decision()
+
+
+def test_a_long_training_is_the_budget_defaults_blend_to_the_last_bit(monkeypatch):
+    "From `LONG_EPOCHS` on: lam 1 / beta 16 blended in over the first half, the same floats as `--warmup 0.5`."
+    monkeypatch.setattr(handover, "LONG_EPOCHS", 4)
+    monkeypatch.setattr(handover, "COMPETENT_CONFIDENCE", 2.0)  # never competent
+    monkeypatch.setattr(handover, "handover_due", lambda history: pytest.fail("memorising is not watched then"))
+    auto = linear_learner([GRCallback(lam=None, beta=None)])
+    fixed = linear_learner([GRCallback(lam=1.0, beta=16.0, warmup=0.5)])
+    with auto.no_bar(), auto.no_logging(), fixed.no_bar(), fixed.no_logging():
+        auto.fit(4)
+        fixed.fit(4)
+    for a, b in zip(auto.model.parameters(), fixed.model.parameters()):
+        assert torch.equal(a, b)
+    assert auto.handover.case is None and [row[-1] for row in auto.recorder.values] == [0.5, 1, 1, 1]
+    assert "a long training (4 epochs, from 4)" in auto.handover.decision()
+    short = linear_learner([GRCallback(lam=None, beta=None)])
+    with short.no_bar(), short.no_logging():
+        monkeypatch.setattr(handover, "handover_due", lambda history: None)
+        short.fit(3)  # shorter: cross-entropy (nothing memorised)
+    assert [row[-1] for row in short.recorder.values] == [0, 0, 0]
+
+
+def test_a_checkpoint_of_the_first_rule_resumes_as_a_handover_on_memorising():
+    h = Handover()
+    h.load_state_dict({"history": [(None, 0, 0.8), (0.3, 500, 0.5)], "decided": 1, "why": (0.3, 0.1), "total": 10})
+    assert h.case == "memorising" and h.history[1].confidence is None
+    h.load_state_dict({"history": [(None, 0, 0.8, 0.2)], "decided": None, "why": None, "total": 10})
+    assert h.case is None and h.history[0].confidence == 0.2
+    fresh = Handover()
+    fresh.load_state_dict(h.state_dict())
+    assert fresh.state_dict() == h.state_dict()
