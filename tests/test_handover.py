@@ -224,3 +224,19 @@ def test_a_checkpoint_of_the_first_rule_resumes_as_a_handover_on_memorising():
     fresh = Handover()
     fresh.load_state_dict(h.state_dict())
     assert fresh.state_dict() == h.state_dict()
+
+
+def test_competence_is_the_first_epochs_confidence_against_the_threshold(monkeypatch):
+    "Just above the first epoch's confidence: not competent (cross-entropy); at it: competent."
+    monkeypatch.setattr(handover, "handover_due", lambda history: None)
+    probe = linear_learner([GRCallback(lam=None, beta=None)])
+    with probe.no_bar(), probe.no_logging():
+        probe.fit(2)
+    first = probe.handover.history[0].confidence
+    for threshold, case in ((first + 1e-9, None), (first, "competent")):
+        monkeypatch.setattr(handover, "COMPETENT_CONFIDENCE", threshold)
+        learn = linear_learner([GRCallback(lam=None, beta=None)])
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(2)
+        assert learn.handover.history[0].confidence == first and learn.handover.case == case
+        assert [row[-1] for row in learn.recorder.values] == ([0, 0] if case is None else [0, 1])
